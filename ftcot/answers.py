@@ -1,0 +1,99 @@
+"""Answer extraction rules, declared as data.
+
+One rule per answer type: text filters applied before the match, a regex whose group holds the
+answer, which occurrence counts, and normalisers applied to the match. The same rules filter the
+teacher's rationales and score the student, so the two can never drift apart.
+
+Three modes:
+- ``teacher``: the completion of zero-shot-CoT's answer step, i.e. the text that follows
+  ``Therefore, the answer ... is``.
+- ``student``: a Fine-tune-CoT completion ``<rationale> --> <answer>``; the answer is read after
+  the first ``-->`` only, so a student that did not learn the format scores as unparseable.
+- ``direct``: a vanilla student's completion, which is the answer itself.
+
+Not finding an answer is a value (``None``), counted as a parse failure, never an exception.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+RULES_VERSION = 1
+STUDENT_ANSWER_MARKER = "-->"
+
+Mode = Literal["teacher", "student", "direct"]
+
+TEXT_FILTERS: dict[str, Callable[[str], str]] = {
+    "first_line": lambda s: s.strip().split("\n", 1)[0],
+    "drop_quotes_periods_spaces": lambda s: re.sub(r"[\"'.\s]", "", s),
+    "lower": str.lower,
+    "strip": str.strip,
+}
+
+
+@dataclass(frozen=True)
+class AnswerRule:
+    """How to read one answer type out of text."""
+
+    pattern: str
+    """Regex searched in the filtered text; ``group`` holds the answer."""
+    group: int = 1
+    select: Literal["first", "last"] = "first"
+    before: tuple[str, ...] = ()
+    """Names of ``TEXT_FILTERS`` applied, in order, before matching."""
+    after: tuple[str, ...] = ("strip",)
+    """Names of ``TEXT_FILTERS`` applied to the match (and to the gold answer)."""
+    flags: int = re.IGNORECASE
+
+
+RULES: dict[str, AnswerRule] = {
+    # Kojima et al.: the first yes/no in the answer step.
+    "yes_no": AnswerRule(pattern=r"\b(yes|no)\b", after=("lower",)),
+    # Kojima et al.: quotes, periods and spaces removed ("y a j o." -> "yajo").
+    "letters": AnswerRule(
+        pattern=r"^([a-z]+)",
+        before=("first_line", "drop_quotes_periods_spaces"),
+        after=("lower",),
+    ),
+}
+
+
+def _apply(names: tuple[str, ...], text: str) -> str:
+    for name in names:
+        text = TEXT_FILTERS[name](text)
+    return text
+
+
+def get_rule(answer_type: str) -> AnswerRule:
+    try:
+        return RULES[answer_type]
+    except KeyError:
+        raise KeyError(f"unknown answer type {answer_type!r}; known: {sorted(RULES)}") from None
+
+
+def extract_answer(text: str, answer_type: str, mode: Mode) -> str | None:
+    """The normalised answer found in ``text``, or ``None`` when there is none."""
+    rule = get_rule(answer_type)
+    if mode == "student":
+        if STUDENT_ANSWER_MARKER not in text:
+            return None
+        text = text.split(STUDENT_ANSWER_MARKER, 1)[1]
+    elif mode not in ("teacher", "direct"):
+        raise ValueError(f"mode must be 'teacher', 'student' or 'direct', got {mode!r}")
+    matches = list(re.finditer(rule.pattern, _apply(rule.before, text), rule.flags))
+    if not matches:
+        return None
+    match = matches[0] if rule.select == "first" else matches[-1]
+    answer = _apply(rule.after, match.group(rule.group))
+    return answer or None
+
+
+def normalize_gold(answer: str, answer_type: str) -> str:
+    return _apply(get_rule(answer_type).after, answer)
+
+
+def is_correct(prediction: str | None, gold: str, answer_type: str) -> bool:
+    return prediction is not None and prediction == normalize_gold(gold, answer_type)

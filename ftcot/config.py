@@ -1,0 +1,172 @@
+"""Typed, validated pipeline parameters (``params.yaml``).
+
+Every stage loads the whole file through :func:`load_params`, so a typo anywhere stops the
+pipeline before the first stage does any work (and before any teacher is paid). Each section is a
+pydantic model with ``extra="forbid"``: an unknown key is an error that names the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ftcot.tasks import TASKS
+
+DEFAULT_PARAMS_PATH = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, malformed or names an impossible setting."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(Section):
+    """``data``: which tasks to build and how (stage ``fetch``)."""
+
+    tasks: list[str] = Field(min_length=1, description="Task keys to run, e.g. [coin_flip].")
+    num_questions: int = Field(500, ge=10, description="Questions generated for each synthetic task (paper: 500).")
+    train_fraction: float = Field(
+        0.7, gt=0.0, lt=1.0, description="Share of questions in train for tasks with no split."
+    )
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, tasks: list[str]) -> list[str]:
+        unknown = [t for t in tasks if t not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; known tasks: {sorted(TASKS)}")
+        if len(set(tasks)) != len(tasks):
+            raise ValueError(f"tasks are listed twice: {tasks}")
+        return tasks
+
+
+class OracleParams(Section):
+    """``teacher.oracle``: the programmatic stand-in teacher for synthetic tasks."""
+
+    error_rate: float = Field(0.2, ge=0.0, le=1.0, description="Seeded share of rationales that reach a wrong answer.")
+
+
+class TeacherParams(Section):
+    """``teacher``: who writes the rationales (stage ``teach``)."""
+
+    backend: Literal["oracle"] = Field(
+        "oracle", description="Teacher backend. 'oracle': programmatic stand-in, offline."
+    )
+    model: str = Field("oracle", description="Model name sent to the backend.")
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature when diversity > 1 (paper: 0.7).")
+    max_tokens: int = Field(128, ge=1, description="Token limit of the rationale step.")
+    oracle: OracleParams = OracleParams()
+
+
+class SplitParams(Section):
+    """``split``: fine-tuning sets from the kept rationales (stage ``split``)."""
+
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of train questions held out for validation.")
+
+
+class TinyModelParams(Section):
+    """``student.tiny``: shape of the built-in tiny GPT-2 (``student.model: tiny-gpt2``)."""
+
+    n_layer: int = Field(2, ge=1)
+    n_head: int = Field(4, ge=1)
+    n_embd: int = Field(128, ge=8)
+    vocab_size: int = Field(
+        1024, ge=260, description="BPE vocabulary trained on the training texts (256 bytes + merges)."
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TinyModelParams:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        return self
+
+
+class LoraParams(Section):
+    """``student.lora``: peft LoRA settings, used when ``student.method: lora``."""
+
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear'."
+    )
+
+
+class StudentParams(Section):
+    """``student``: the model fine-tuned on the rationales (stage ``finetune``)."""
+
+    model: str = Field("tiny-gpt2", description="'tiny-gpt2' (built from student.tiny), a hub id or a local path.")
+    method: Literal["full", "lora"] = "full"
+    tiny: TinyModelParams = TinyModelParams()
+    lora: LoraParams = LoraParams()
+    epochs: float = Field(3.0, gt=0.0)
+    learning_rate: float = Field(1e-3, gt=0.0)
+    batch_size: int = Field(16, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_length: int = Field(256, ge=16, description="Tokens per example; longer ones are cut.")
+
+
+class EvaluateParams(Section):
+    """``evaluate``: greedy decoding of the test set (stage ``evaluate``)."""
+
+    batch_size: int = Field(32, ge=1)
+    max_new_tokens: int = Field(128, ge=1)
+
+
+class ReportParams(Section):
+    """``report``: the summary table and samples (stage ``report``)."""
+
+    num_samples: int = Field(2, ge=0, description="Sample rationales shown per task.")
+
+
+class Params(Section):
+    """The whole of params.yaml."""
+
+    seed: int = Field(0, ge=0, description="Seed for every random choice in the pipeline.")
+    diversity: int = Field(1, ge=1, description="Rationales sampled per train question.")
+    data: DataParams
+    teacher: TeacherParams = TeacherParams()
+    split: SplitParams = SplitParams()
+    student: StudentParams = StudentParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    report: ReportParams = ReportParams()
+
+
+def _format_error(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid parameters:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key (remove it or check its spelling)" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: object, path: Path = DEFAULT_PARAMS_PATH) -> Params:
+    """Validates an already-loaded params mapping; errors name ``path`` and the key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(path, err)) from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS_PATH) -> Params:
+    """Reads and validates params.yaml."""
+    path = Path(path)
+    try:
+        with path.open() as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (run stages from the repository root)") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return parse_params(raw, path)

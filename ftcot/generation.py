@@ -1,0 +1,53 @@
+"""Batched greedy decoding for decoder-only students."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+
+@torch.inference_mode()
+def generate_greedy(
+    model, tokenizer, prompts: Sequence[str], batch_size: int, max_new_tokens: int, desc: str = "generate"
+) -> list[dict]:
+    """Greedy completions of ``prompts``, in their order.
+
+    Prompts are sorted by length so each batch pads little, left-padded (a decoder continues from
+    the last position), decoded with the KV cache and stopped at EOS. Returns, per prompt, the
+    completion ``text`` (special tokens removed), its token count and whether it hit
+    ``max_new_tokens`` (or the end of the model's context) without EOS (``truncated``).
+    """
+    tokenizer.padding_side = "left"
+    model.eval()
+    device = next(model.parameters()).device
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
+    results: list[dict | None] = [None] * len(prompts)
+    eos = tokenizer.eos_token_id
+    context = getattr(model.config, "max_position_embeddings", None)  # None: no fixed limit
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
+        idx = order[start : start + batch_size]
+        batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(device)
+        prompt_len = batch["input_ids"].shape[1]
+        budget = max_new_tokens if context is None else min(max_new_tokens, context - prompt_len)
+        if budget < 1:
+            raise ValueError(f"a prompt of {prompt_len} tokens leaves no room in the model's context of {context}")
+        out = model.generate(
+            **batch,
+            do_sample=False,
+            max_new_tokens=budget,
+            eos_token_id=eos,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        new_tokens = out[:, prompt_len:]  # (batch, generated)
+        for row, i in zip(new_tokens.tolist(), idx, strict=True):
+            stopped = eos in row
+            tokens = row[: row.index(eos)] if stopped else row
+            results[i] = {
+                "text": tokenizer.decode(tokens, skip_special_tokens=True),
+                "generated_tokens": len(tokens),
+                "truncated": not stopped,
+            }
+    return [r for r in results if r is not None]

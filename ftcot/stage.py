@@ -1,0 +1,24 @@
+"""What every stage script shares: logging, and clean exits on bad input."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from ftcot.config import ConfigError
+from ftcot.io import DataError
+
+log = logging.getLogger("ftcot")
+
+# Errors that are the user's to fix: shown as one clear message, without a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError)
+
+
+def run_stage(main: Callable[[], None], *user_errors: type[BaseException]) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        main()
+    except (*USER_ERRORS, *user_errors) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

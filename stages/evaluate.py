@@ -1,0 +1,58 @@
+"""Stage evaluate: greedy decoding of the test set by a fine-tuned student, and its accuracy.
+
+    python stages/evaluate.py --variant ft_cot --model models/coin_flip/ft_cot \
+        --test data/split/coin_flip/test.jsonl \
+        --predictions data/evaluate/coin_flip/ft_cot.jsonl --metrics metrics/evaluate/coin_flip/ft_cot.json
+"""
+
+import argparse
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ftcot.config import load_params
+from ftcot.evaluation import EvaluationError, score_predictions, summarize_predictions
+from ftcot.formats import student_prompt
+from ftcot.generation import generate_greedy
+from ftcot.io import read_jsonl, write_json, write_jsonl
+from ftcot.stage import log, run_stage
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", required=True, choices=["ft_cot", "vanilla"])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--test", required=True)
+    parser.add_argument("--predictions", required=True)
+    parser.add_argument("--metrics", required=True)
+    args = parser.parse_args()
+
+    params = load_params()
+    test = read_jsonl(args.test, required=("id", "question", "answer", "answer_type"))
+    if not test:
+        raise EvaluationError(f"{args.test}: the test set is empty")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model).to(device)
+    generations = generate_greedy(
+        model,
+        tokenizer,
+        [student_prompt(ex["question"]) for ex in test],
+        batch_size=params.evaluate.batch_size,
+        max_new_tokens=params.evaluate.max_new_tokens,
+    )
+    predictions = score_predictions(test, generations, args.variant)
+    metrics = summarize_predictions(predictions, [ex["id"] for ex in test])
+    write_jsonl(args.predictions, predictions)
+    write_json(args.metrics, {"variant": args.variant, **metrics})
+    log.info(
+        "accuracy %.3f (%d/%d), parse rate %.3f",
+        metrics["accuracy"],
+        metrics["correct"],
+        metrics["n"],
+        metrics["parse_rate"],
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main, EvaluationError)

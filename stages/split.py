@@ -1,0 +1,35 @@
+"""Stage split: fine-tuning sets (train / validation per variant) and the test set.
+
+    python stages/split.py --records data/fetch/coin_flip.jsonl --kept data/filter/coin_flip.jsonl \
+        --out-dir data/split/coin_flip
+
+Writes train_ft_cot, val_ft_cot, train_vanilla, val_vanilla and test (.jsonl) to --out-dir.
+"""
+
+import argparse
+from pathlib import Path
+
+from ftcot.config import load_params
+from ftcot.io import read_jsonl, write_jsonl
+from ftcot.splitting import LeakageError, build_splits
+from ftcot.stage import log, run_stage
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", required=True)
+    parser.add_argument("--kept", required=True)
+    parser.add_argument("--out-dir", required=True)
+    args = parser.parse_args()
+
+    params = load_params()
+    records = read_jsonl(args.records, required=("id", "question", "answer", "answer_type", "split"))
+    kept = read_jsonl(args.kept, required=("id", "question_id", "sample_index", "rationale"))
+    splits = build_splits(records, kept, params.split.val_fraction, params.seed)
+    for name, examples in splits.items():
+        write_jsonl(Path(args.out_dir) / f"{name}.jsonl", examples)
+    log.info("split sizes: %s", {name: len(v) for name, v in splits.items()})
+
+
+if __name__ == "__main__":
+    run_stage(main, LeakageError, ValueError)

@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ftcot.config import ConfigError, load_params, parse_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def minimal() -> dict:
+    return {"data": {"tasks": ["coin_flip"]}}
+
+
+def test_repository_params_are_valid():
+    params = load_params(REPO / "params.yaml")
+    assert params.diversity >= 1
+    assert params.data.tasks == ["coin_flip", "last_letter_concatenation"]
+    assert params.teacher.backend == "oracle"
+
+
+def test_defaults_fill_missing_sections():
+    params = parse_params(minimal())
+    assert params.seed == 0
+    assert params.student.model == "tiny-gpt2"
+    assert params.student.method == "full"
+
+
+def test_unknown_key_is_named():
+    raw = minimal() | {"teacher": {"bakend": "oracle"}}
+    with pytest.raises(ConfigError, match=r"teacher\.bakend: unknown key"):
+        parse_params(raw)
+
+
+def test_unknown_top_level_key_is_named():
+    with pytest.raises(ConfigError, match=r"diversty: unknown key"):
+        parse_params(minimal() | {"diversty": 8})
+
+
+def test_unknown_task_lists_known_tasks():
+    with pytest.raises(ConfigError, match=r"data\.tasks: .*unknown task\(s\) \['gsm9k'\].*coin_flip"):
+        parse_params({"data": {"tasks": ["gsm9k"]}})
+
+
+def test_zero_diversity_is_rejected():
+    with pytest.raises(ConfigError, match=r"diversity: Input should be greater than or equal to 1"):
+        parse_params(minimal() | {"diversity": 0})
+
+
+def test_unknown_backend_is_rejected():
+    with pytest.raises(ConfigError, match=r"teacher\.backend: Input should be 'oracle'"):
+        parse_params(minimal() | {"teacher": {"backend": "gpt5"}})
+
+
+def test_unknown_method_is_rejected():
+    with pytest.raises(ConfigError, match=r"student\.method"):
+        parse_params(minimal() | {"student": {"method": "qlora"}})
+
+
+def test_impossible_tiny_shape_is_rejected():
+    with pytest.raises(ConfigError, match=r"student\.tiny: .*divisible by n_head"):
+        parse_params(minimal() | {"student": {"tiny": {"n_embd": 30, "n_head": 4}}})
+
+
+def test_error_names_the_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(minimal() | {"diversity": -1}))
+    with pytest.raises(ConfigError, match=str(path)):
+        load_params(path)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)

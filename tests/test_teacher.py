@@ -1,0 +1,121 @@
+import json
+
+import pytest
+
+from ftcot.answers import extract_answer
+from ftcot.prompts import answer_prompt, rationale_prompt
+from ftcot.tasks import generate_records, get_task
+from ftcot.teachers import CompletionCache, CompletionRequest
+from ftcot.teachers.cache import cache_key
+from ftcot.teachers.oracle import OracleTeacher, UnsupportedQuestion
+from ftcot.teaching import sampling_temperature, teach
+
+
+class CountingTeacher(OracleTeacher):
+    """The oracle, counting the requests that reach it."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.sent: list[CompletionRequest] = []
+
+    def complete(self, requests):
+        self.sent.extend(requests)
+        return super().complete(requests)
+
+
+def records(task="coin_flip", n=40):
+    return [r for r in generate_records(get_task(task), n, 0, 0.7) if r["split"] == "train"]
+
+
+@pytest.mark.parametrize("task", ["coin_flip", "last_letter_concatenation"])
+def test_oracle_without_errors_is_always_right(task):
+    teacher = OracleTeacher(error_rate=0.0)
+    for r in records(task):
+        rationale = teacher.complete([CompletionRequest(rationale_prompt(r["question"]), 0, 0.0, 128)])[0].text
+        answer = teacher.complete(
+            [CompletionRequest(answer_prompt(r["question"], rationale, r["answer_type"]), 0, 0.0, 32)]
+        )[0]
+        assert extract_answer(answer.text, r["answer_type"], "teacher") == r["answer"], rationale
+
+
+@pytest.mark.parametrize("task", ["coin_flip", "last_letter_concatenation"])
+def test_oracle_errors_reach_wrong_answers(task):
+    teacher = OracleTeacher(error_rate=1.0)
+    for r in records(task):
+        rationale = teacher.complete([CompletionRequest(rationale_prompt(r["question"]), 0, 0.0, 128)])[0].text
+        answer = teacher.complete(
+            [CompletionRequest(answer_prompt(r["question"], rationale, r["answer_type"]), 0, 0.0, 32)]
+        )[0]
+        assert extract_answer(answer.text, r["answer_type"], "teacher") != r["answer"], rationale
+
+
+def test_oracle_samples_differ_by_index():
+    teacher = OracleTeacher()
+    prompt = rationale_prompt(records()[0]["question"])
+    texts = {c.text for c in teacher.complete([CompletionRequest(prompt, k, 0.7, 128) for k in range(8)])}
+    assert len(texts) >= 4
+
+
+def test_oracle_rejects_other_questions():
+    with pytest.raises(UnsupportedQuestion, match="only knows"):
+        OracleTeacher().complete([CompletionRequest(rationale_prompt("What is 2 + 2?"), 0, 0.0, 16)])
+
+
+def test_cache_key_depends_on_endpoint_and_sample():
+    r = CompletionRequest("Q: x\nA: Let's think step by step.", 0, 0.7, 64)
+    base = cache_key("http://a/v1", "m", r)
+    assert base != cache_key("http://b/v1", "m", r)
+    assert base != cache_key("http://a/v1", "m2", r)
+    assert base != cache_key("http://a/v1", "m", CompletionRequest(r.prompt, 1, 0.7, 64))
+    assert base == cache_key("http://a/v1", "m", CompletionRequest(r.prompt, 0, 0.7, 64))
+
+
+def test_cache_persists_and_survives_a_torn_line(tmp_path):
+    cache = CompletionCache(tmp_path)
+    cache.put("a" * 64, {"text": "first"})
+    with cache.path.open("a") as f:  # a crash mid-write leaves half a line
+        f.write('{"key":"' + "b" * 64 + '","text":"hal')
+    reopened = CompletionCache(tmp_path)
+    assert reopened.get("a" * 64)["text"] == "first"
+    assert reopened.get("b" * 64) is None
+    reopened.put("c" * 64, {"text": "after crash"})
+    again = CompletionCache(tmp_path)
+    assert again.get("c" * 64)["text"] == "after crash"
+    assert len(again) == 2
+    lines = cache.path.read_text().splitlines()
+    assert json.loads(lines[-1])["key"] == "c" * 64
+
+
+def test_sampling_temperature():
+    assert sampling_temperature(1, 0.7) == 0.0
+    assert sampling_temperature(4, 0.7) == 0.7
+
+
+def test_raising_diversity_requests_only_new_samples(tmp_path):
+    qs = records(n=20)
+    cache = CompletionCache(tmp_path)
+    teacher = CountingTeacher(error_rate=0.2)
+    out2, stats = teach(qs, teacher, cache, diversity=2, temperature=0.7, max_tokens=128)
+    assert len(teacher.sent) == 2 * 2 * len(qs)  # two steps per rationale
+    assert stats.requests_sent == len(teacher.sent) and stats.cache_hits == 0
+
+    teacher.sent.clear()
+    out4, stats = teach(qs, teacher, cache, diversity=4, temperature=0.7, max_tokens=128)
+    assert len(teacher.sent) == 2 * 2 * len(qs)  # samples 2 and 3 only
+    assert {r.sample_index for r in teacher.sent} == {2, 3}
+    assert stats.cache_hits == 2 * 2 * len(qs)
+    assert [r for r in out4 if r["sample_index"] < 2] == out2
+
+    teacher.sent.clear()
+    rerun, stats = teach(qs, teacher, cache, diversity=4, temperature=0.7, max_tokens=128)
+    assert teacher.sent == [] and rerun == out4
+
+
+def test_teach_output_schema_and_order(tmp_path):
+    qs = records(n=20)
+    out, _ = teach(qs, OracleTeacher(), CompletionCache(tmp_path), diversity=2, temperature=0.7, max_tokens=128)
+    assert [(r["question_id"], r["sample_index"]) for r in out] == sorted((q["id"], k) for q in qs for k in range(2))
+    first = out[0]
+    assert first["prompt_version"] == "zero-shot-cot-v1"
+    assert first["teacher"] == {"backend": "oracle", "model": "oracle", "endpoint": OracleTeacher().endpoint}
+    assert first["usage"]["completion_tokens"] > 0 and len(first["cache_keys"]) == 2

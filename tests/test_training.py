@@ -1,0 +1,140 @@
+"""Cheap, real training tests on tiny models built from a config."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ftcot.config import StudentParams
+from ftcot.formats import student_prompt
+from ftcot.generation import generate_greedy
+from ftcot.student import build_tiny_gpt2, build_tiny_tokenizer, wrap_lora
+from ftcot.training import EmptyTrainingSetError, build_dataset, finetune, tokenize_example, train_student
+
+TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "vocab_size": 300}
+
+
+def examples(n=12):
+    out = []
+    for i in range(n):
+        flips = i % 3
+        out.append(
+            {
+                "id": f"q{i}",
+                "question_id": f"q{i}",
+                "question": f"Coin {i} is flipped {flips} times. Heads?",
+                "answer": "yes" if flips % 2 == 0 else "no",
+                "rationale": f"It is flipped {flips} times, which is {'even' if flips % 2 == 0 else 'odd'}.",
+            }
+        )
+    return out
+
+
+def params(**kw) -> StudentParams:
+    base = {"tiny": TINY, "epochs": 2, "batch_size": 4, "learning_rate": 3e-3, "max_length": 64}
+    return StudentParams.model_validate(base | kw)
+
+
+def test_tokenize_masks_prompt_and_ends_with_eos():
+    tok = build_tiny_tokenizer(["Is it? ### yes"], 300)
+    ex = tokenize_example(tok, "Is it? ###", " yes", max_length=64)
+    n_prompt = len(tok("Is it? ###", add_special_tokens=False)["input_ids"])
+    assert ex.labels[:n_prompt] == [-100] * n_prompt
+    assert ex.labels[n_prompt:] == ex.input_ids[n_prompt:]
+    assert ex.input_ids[-1] == ex.labels[-1] == tok.eos_token_id
+    assert tok.pad_token_id != tok.eos_token_id
+    assert not ex.truncated
+
+
+def test_truncation_is_counted():
+    tok = build_tiny_tokenizer(["a b c"], 300)
+    ds, truncated = build_dataset(examples(4), "ft_cot", tok, max_length=8)
+    assert truncated == 4
+    assert max(len(x) for x in ds["input_ids"]) == 8
+
+
+def test_full_finetune_logs_loss_changes_weights_and_saves(tmp_path):
+    metrics, curve = finetune(examples(), examples(4), "ft_cot", params(), seed=0, output_dir=tmp_path / "m")
+    assert metrics["steps"] == 6 and metrics["train_examples"] == 12
+    assert metrics["trainable_parameters"] == metrics["total_parameters"] > 0
+    assert any("loss" in row for row in curve) and any("eval_loss" in row for row in curve)
+    assert metrics["final_eval_loss"] > 0
+    # the saved student differs from the same-seed initial model
+    tok = AutoTokenizer.from_pretrained(tmp_path / "m")
+    trained = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    init = build_tiny_gpt2(params(), tok, seed=0)
+    assert not torch.equal(trained.transformer.h[0].attn.c_attn.weight, init.transformer.h[0].attn.c_attn.weight)
+
+
+def test_lora_trains_adapters_only_and_merged_logits_match():
+    p = params(method="lora", lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["c_attn"]}, epochs=3)
+    texts = [student_prompt(e["question"]) for e in examples()]
+    tok = build_tiny_tokenizer(texts, 300)
+    model = wrap_lora(build_tiny_gpt2(p, tok, seed=0), p)
+    base_before = {n: t.detach().clone() for n, t in model.named_parameters() if "lora_" not in n}
+    lora_before = {n: t.detach().clone() for n, t in model.named_parameters() if "lora_B" in n}
+    train_ds, _ = build_dataset(examples(), "ft_cot", tok, 64)
+    val_ds, _ = build_dataset(examples(2), "ft_cot", tok, 64)
+    train_student(model, tok, train_ds, val_ds, p, seed=0)
+    after = dict(model.named_parameters())
+    assert all(torch.equal(after[n], t) for n, t in base_before.items())
+    assert any(not torch.equal(after[n], t) for n, t in lora_before.items())
+
+    model.eval()
+    x = torch.tensor([train_ds[0]["input_ids"]])
+    with torch.no_grad():
+        adapter_logits = model(input_ids=x).logits
+        merged_logits = model.merge_and_unload()(input_ids=x).logits
+    torch.testing.assert_close(adapter_logits, merged_logits, atol=1e-5, rtol=1e-5)
+
+
+def test_trained_student_learns_to_stop(tmp_path):
+    data = [
+        {"id": str(i), "question": q, "answer": a, "rationale": None}
+        for i, (q, a) in enumerate([("Red?", "yes"), ("Blue?", "no")] * 8)
+    ]
+    p = params(epochs=40, learning_rate=1e-2, warmup_ratio=0.0, tiny={**TINY, "n_embd": 64})
+    finetune(data, [], "vanilla", p, seed=0, output_dir=tmp_path / "m")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "m")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    out = generate_greedy(
+        model, tok, [student_prompt("Red?"), student_prompt("Blue?")], batch_size=2, max_new_tokens=16
+    )
+    assert [o["text"] for o in out] == [" yes", " no"]
+    assert not any(o["truncated"] for o in out)  # it emitted EOS
+
+
+def test_empty_training_set_names_task_and_count(tmp_path):
+    with pytest.raises(EmptyTrainingSetError, match=r"task 'coin_flip', variant 'ft_cot'.*0 kept"):
+        finetune([], examples(2), "ft_cot", params(), 0, tmp_path, task="coin_flip")
+
+
+def test_unloadable_student_names_the_parameter(tmp_path):
+    from ftcot.student import StudentLoadError, load_student
+
+    with pytest.raises(StudentLoadError, match=r"student\.model = .*no-such-model"):
+        load_student(params(model=str(tmp_path / "no-such-model")), 0)
+
+
+def test_batched_generation_matches_one_at_a_time():
+    p = params()
+    prompts = [student_prompt(e["question"]) for e in examples(7)] + [
+        "x ###",
+        "a much longer prompt than the others ###",
+    ]
+    tok = build_tiny_tokenizer(prompts, 300)
+    model = build_tiny_gpt2(p, tok, seed=1)
+    batched = generate_greedy(model, tok, prompts, batch_size=4, max_new_tokens=12)
+    single = [generate_greedy(model, tok, [q], batch_size=1, max_new_tokens=12)[0] for q in prompts]
+    assert batched == single
+    assert all(o["generated_tokens"] <= 12 for o in batched)
+
+
+def test_generation_stops_at_the_end_of_the_context():
+    p = params(max_length=16)  # the tiny model's context is student.max_length
+    tok = build_tiny_tokenizer(["a b c d e f ###"], 300)
+    model = build_tiny_gpt2(p, tok, seed=0)
+    prompt_len = len(tok("a b c ###", add_special_tokens=False)["input_ids"])
+    out = generate_greedy(model, tok, ["a b c ###"], batch_size=1, max_new_tokens=100)[0]
+    assert out["generated_tokens"] <= 16 - prompt_len
+    with pytest.raises(ValueError, match="no room in the model's context of 16"):
+        generate_greedy(model, tok, ["a b c d e f " * 4 + "###"], batch_size=1, max_new_tokens=5)
