@@ -7,6 +7,7 @@ pydantic model with ``extra="forbid"``: an unknown key is an error that names th
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -61,7 +62,29 @@ class TeacherParams(Section):
     model: str = Field("oracle", description="Model name sent to the backend.")
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature when diversity > 1 (paper: 0.7).")
     max_tokens: int = Field(128, ge=1, description="Token limit of the rationale step.")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (not used by the oracle)."
+    )
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="Name of the environment variable holding the API key (never the key itself)."
+    )
+    api: Literal["chat", "completions"] = Field("chat", description="Which endpoint an OpenAI-compatible server uses.")
+    concurrency: int = Field(8, ge=1, description="Requests in flight at once (not used by the oracle).")
     oracle: OracleParams = OracleParams()
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {url!r}")
+        return url
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"must be the name of an environment variable (not the key itself), got {name[:4]!r}...")
+        return name
 
 
 class SplitParams(Section):

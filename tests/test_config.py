@@ -76,3 +76,12 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("data: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_teacher_endpoint_settings_are_validated():
+    with pytest.raises(ConfigError, match=r"teacher\.base_url: .*http"):
+        parse_params(minimal() | {"teacher": {"base_url": "localhost:8000"}})
+    with pytest.raises(ConfigError, match=r"teacher\.api_key_env: .*name of an environment variable"):
+        parse_params(minimal() | {"teacher": {"api_key_env": "sk-live-123"}})
+    ok = parse_params(minimal() | {"teacher": {"base_url": "http://127.0.0.1:8000/v1", "api": "completions"}})
+    assert ok.teacher.api == "completions" and ok.teacher.api_key_env == "OPENAI_API_KEY"

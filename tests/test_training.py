@@ -138,3 +138,25 @@ def test_generation_stops_at_the_end_of_the_context():
     assert out["generated_tokens"] <= 16 - prompt_len
     with pytest.raises(ValueError, match="no room in the model's context of 16"):
         generate_greedy(model, tok, ["a b c d e f " * 4 + "###"], batch_size=1, max_new_tokens=5)
+
+
+def test_student_from_a_local_folder_with_lora_saves_a_plain_merged_model(tmp_path):
+    # A "pretrained" student saved to disk, loaded by path as a hub id would be.
+    texts = [student_prompt(e["question"]) + " " + e["rationale"] for e in examples()]
+    tok = build_tiny_tokenizer(texts, 300)
+    build_tiny_gpt2(params(), tok, seed=0).save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    p = params(
+        model=str(tmp_path / "base"),
+        method="lora",
+        lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["c_attn"]},
+    )
+    metrics, _ = finetune(examples(), examples(2), "ft_cot", p, seed=0, output_dir=tmp_path / "out")
+    assert metrics["method"] == "lora"
+    assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
+    saved = {f.name for f in (tmp_path / "out").iterdir()}
+    assert "model.safetensors" in saved and "adapter_config.json" not in saved  # merged, not adapters
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    base = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
+    w = "transformer.h.0.attn.c_attn.weight"
+    assert not torch.equal(merged.state_dict()[w], base.state_dict()[w])  # the adapters were merged in
