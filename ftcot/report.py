@@ -76,6 +76,13 @@ def render_markdown(
                 f"**Answer:** {ex['answer']}",
                 "",
             ]
+    for task, preds in (student_samples or {}).items():
+        if not preds:
+            continue
+        lines += ["", f"## Fine-tune-CoT student outputs on test questions: {task}", ""]
+        for p in preds:
+            verdict = "correct" if p["correct"] else f"wrong (gold: {p['answer']})"
+            lines += [f"**Q:** {p['question']}", "", f"**Student:** {p['generated'].strip()} ({verdict})", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

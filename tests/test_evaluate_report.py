@@ -59,9 +59,10 @@ def test_report_table_and_plot(tmp_path):
     }
     summary = build_summary(["coin_flip"], filt, ev, diversity=2)
     assert summary["tasks"]["coin_flip"]["ft_cot_accuracy"] == 0.9
-    md = render_markdown(
-        summary, {"coin_flip": [{"question": "Q?", "rationale": "R.", "answer": "yes"}]}, "accuracy.png"
-    )
+    student = {"coin_flip": [{"question": "Q?", "generated": " R. --> no", "answer": "yes", "correct": False}]}
+    rationales = {"coin_flip": [{"question": "Q?", "rationale": "R.", "answer": "yes"}]}
+    md = render_markdown(summary, rationales, "accuracy.png", student)
+    assert "**Student:** R. --> no (wrong (gold: yes))" in md
     assert "| coin_flip | 80.0 | 3/4 (75.0) | 90.0 | 50.0 | 10 |" in md
     assert "**Teacher rationale:** R." in md and "![Test accuracy per task](accuracy.png)" in md
     png = tmp_path / "a.png"
