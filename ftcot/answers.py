@@ -16,21 +16,38 @@ Not finding an answer is a value (``None``), counted as a parse failure, never a
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-RULES_VERSION = 1
+RULES_VERSION = 2
 STUDENT_ANSWER_MARKER = "-->"
 
 Mode = Literal["teacher", "student", "direct"]
 
+
+def canonical_number(text: str) -> str | None:
+    """``"18.0" -> "18"``, ``"1234.50" -> "1234.5"``, ``"-3" -> "-3"``; None if not a number."""
+    try:
+        value = float(text.replace(",", "").strip())
+    except ValueError:
+        return None
+    if value != value or value in (float("inf"), float("-inf")):
+        return None
+    if value.is_integer():
+        return str(int(value))
+    return f"{value:.10f}".rstrip("0").rstrip(".")
+
+
 TEXT_FILTERS: dict[str, Callable[[str], str]] = {
     "first_line": lambda s: s.strip().split("\n", 1)[0],
     "drop_quotes_periods_spaces": lambda s: re.sub(r"[\"'.\s]", "", s),
+    "drop_commas": lambda s: s.replace(",", ""),
     "lower": str.lower,
     "strip": str.strip,
+    "canonical_number": lambda s: canonical_number(s) or "",
 }
 
 
@@ -47,9 +64,27 @@ class AnswerRule:
     after: tuple[str, ...] = ("strip",)
     """Names of ``TEXT_FILTERS`` applied to the match (and to the gold answer)."""
     flags: int = re.IGNORECASE
+    tolerance: float | None = None
+    """Numbers only: answers within this relative (and absolute) tolerance are equal."""
+
+
+def _choice(letters: str) -> AnswerRule:
+    # Capital letters only, as Kojima et al.: a lowercase "a" is an article, not a choice.
+    return AnswerRule(pattern=rf"\b([{letters[0]}-{letters[-1]}])\b", flags=0)
 
 
 RULES: dict[str, AnswerRule] = {
+    # Kojima et al.: commas removed, the first number after the trigger (or "-->").
+    "number": AnswerRule(
+        pattern=r"-?\d+(?:\.\d+)?",
+        group=0,
+        before=("drop_commas",),
+        after=("canonical_number",),
+        tolerance=1e-6,
+    ),
+    "choice_A-E": _choice("ABCDE"),  # AQuA, CommonsenseQA
+    "choice_A-F": _choice("ABCDEF"),  # Date Understanding
+    "choice_A-C": _choice("ABC"),  # Tracking Shuffled Objects (three objects)
     # Kojima et al.: the first yes/no in the answer step.
     "yes_no": AnswerRule(pattern=r"\b(yes|no)\b", after=("lower",)),
     # Kojima et al.: quotes, periods and spaces removed ("y a j o." -> "yajo").
@@ -96,4 +131,13 @@ def normalize_gold(answer: str, answer_type: str) -> str:
 
 
 def is_correct(prediction: str | None, gold: str, answer_type: str) -> bool:
-    return prediction is not None and prediction == normalize_gold(gold, answer_type)
+    if prediction is None:
+        return False
+    gold = normalize_gold(gold, answer_type)
+    tolerance = get_rule(answer_type).tolerance
+    if tolerance is not None:
+        try:
+            return math.isclose(float(prediction), float(gold), rel_tol=tolerance, abs_tol=tolerance)
+        except ValueError:
+            return False
+    return prediction == gold

@@ -27,14 +27,57 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SyntheticTaskParams(Section):
+    """``data.coin_flip`` / ``data.last_letter_concatenation``."""
+
+    source: Literal["generated", "paper"] = Field(
+        "generated",
+        description="'generated': data.num_questions seeded questions; 'paper': Kojima et al.'s 500-question file.",
+    )
+
+
+class HubParams(Section):
+    """A Hugging Face ``datasets`` source: ``datasets.load_dataset(path, name)``."""
+
+    path: str = Field(description="Hub id or local folder, e.g. openai/gsm8k.")
+    name: str | None = Field(None, description="Configuration name, e.g. main.")
+
+
+class FileTaskParams(Section):
+    """``data.gsm8k`` / ``data.commonsense_qa``: the public files, or the Hub."""
+
+    source: Literal["files", "hub"] = Field("files", description="'files': upstream files (or mirror); 'hub'.")
+    hub: HubParams | None = Field(None, description="Hub source; defaults to the task's usual Hub id.")
+
+
+class AquaParams(FileTaskParams):
+    """``data.aqua``: the paper samples 10,000 train questions from AQuA-RAT's train.json."""
+
+    train_file: Literal["train", "dev"] = Field(
+        "train", description="'train': AQuA/train.json (paper); 'dev': the 254-question dev.json, a reduced source."
+    )
+    train_size: int = Field(10000, ge=1, description="Train questions sampled (seeded) from train_file.")
+
+
 class DataParams(Section):
     """``data``: which tasks to build and how (stage ``fetch``)."""
 
-    tasks: list[str] = Field(min_length=1, description="Task keys to run, e.g. [coin_flip].")
+    tasks: list[str] = Field(min_length=1, description="Task keys to run, e.g. [gsm8k, coin_flip].")
+    mirror: str | None = Field(
+        None, description="Local folder laid out like the upstream paths; else $FTCOT_DATA_MIRROR, else download."
+    )
+    verify_checksums: bool = Field(True, description="Refuse source files whose SHA-256 differs from the pin.")
     num_questions: int = Field(500, ge=10, description="Questions generated for each synthetic task (paper: 500).")
     train_fraction: float = Field(
-        0.7, gt=0.0, lt=1.0, description="Share of questions in train for tasks with no split."
+        0.7, gt=0.0, lt=1.0, description="Share of questions in train for tasks with no official split."
     )
+    max_train: int | None = Field(None, ge=1, description="Cap on train questions per task (seeded subsample).")
+    max_test: int | None = Field(None, ge=1, description="Cap on test questions per task (seeded subsample).")
+    coin_flip: SyntheticTaskParams = SyntheticTaskParams()
+    last_letter_concatenation: SyntheticTaskParams = SyntheticTaskParams()
+    gsm8k: FileTaskParams = FileTaskParams()
+    commonsense_qa: FileTaskParams = FileTaskParams()
+    aqua: AquaParams = AquaParams()
 
     @field_validator("tasks")
     @classmethod

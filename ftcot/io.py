@@ -7,8 +7,16 @@ byte-identical files, which is what DVC's content hashes rely on.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+
+def default_cache_dir() -> Path:
+    """Where downloads and teacher completions persist: ``$FTCOT_CACHE_DIR`` if set, else
+    ``~/.cache/finetune-cot``. Outside the repository, so DVC never deletes it."""
+    root = os.environ.get("FTCOT_CACHE_DIR")
+    return Path(root) if root else Path.home() / ".cache" / "finetune-cot"
 
 
 class DataError(ValueError):

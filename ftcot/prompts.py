@@ -12,7 +12,9 @@ REASONING_TRIGGER = "Let's think step by step."
 
 ANSWER_TRIGGERS: dict[str, str] = {
     "number": "Therefore, the answer (arabic numerals) is",
-    "choice": "Therefore, among A through E, the answer is",
+    "choice_A-E": "Therefore, among A through E, the answer is",
+    "choice_A-F": "Therefore, among A through F, the answer is",
+    "choice_A-C": "Therefore, among A through C, the answer is",
     "yes_no": "Therefore, the answer (Yes or No) is",
     "letters": "Therefore, the answer is",
 }

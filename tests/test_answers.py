@@ -67,3 +67,62 @@ def test_bad_mode_and_type():
         extract_answer("x", "yes_no", "judge")
     with pytest.raises(KeyError, match="unknown answer type"):
         extract_answer("x", "color", "teacher")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (" $1,234.50.", "1234.5"),
+        (" 18.", "18"),  # a trailing period is not a decimal point
+        (" 18.0", "18"),
+        (" -3 degrees", "-3"),
+        (" 0.25 of the pie", "0.25"),
+        (" 7 apples, not 8.", "7"),  # the first number after the trigger
+        (" 1,000,000", "1000000"),
+        (" none", None),
+        ("", None),
+    ],
+)
+def test_number_teacher(text, expected):
+    assert extract_answer(text, "number", "teacher") == expected
+
+
+def test_number_student_and_tolerance():
+    assert extract_answer(" 16 - 3 - 4 = 9 eggs; 9 * 2 = 18. --> 18", "number", "student") == "18"
+    assert extract_answer(" 9 eggs, so 18", "number", "student") is None  # no "-->"
+    assert is_correct("18", "18.0", "number")
+    assert is_correct("1234.5", "1,234.50", "number")
+    assert is_correct("0.3333333", "0.33333333", "number")  # within the tolerance
+    assert not is_correct("0.33", "0.3333", "number")
+    assert not is_correct("17", "18", "number")
+
+
+@pytest.mark.parametrize(
+    ("text", "answer_type", "expected"),
+    [
+        (" (B) 24", "choice_A-E", "B"),
+        (" B", "choice_A-E", "B"),
+        (" B.", "choice_A-E", "B"),
+        (" (b)", "choice_A-E", None),  # lowercase letters are not choices (a is an article)
+        (" a tough one, but (C).", "choice_A-E", "C"),
+        (" (F) 05/02/2021", "choice_A-F", "F"),
+        (" (F) 05/02/2021", "choice_A-E", None),  # F is no choice of A-E
+        (" (D)", "choice_A-C", None),
+        (" (C) blue ball.", "choice_A-C", "C"),
+        (" None of them.", "choice_A-E", None),
+    ],
+)
+def test_choice_teacher(text, answer_type, expected):
+    assert extract_answer(text, answer_type, "teacher") == expected
+
+
+def test_choice_student_and_gold():
+    assert extract_answer(" The tower ... so 5(√3 + 1). --> A", "choice_A-E", "student") == "A"
+    assert is_correct(extract_answer(" (B)", "choice_A-E", "teacher"), "B", "choice_A-E")  # "(B)" vs "B"
+    assert not is_correct("B", "C", "choice_A-E")
+
+
+def test_yes_no_against_gold_with_capitals_and_periods():
+    assert is_correct(extract_answer(" Yes.", "yes_no", "teacher"), "yes", "yes_no")  # "Yes." vs "yes"
+    assert is_correct(extract_answer(" so it is tails --> no.", "yes_no", "student"), "No", "yes_no")
+    assert not is_correct(extract_answer(" Yes.", "yes_no", "teacher"), "no", "yes_no")

@@ -85,3 +85,14 @@ def test_teacher_endpoint_settings_are_validated():
         parse_params(minimal() | {"teacher": {"api_key_env": "sk-live-123"}})
     ok = parse_params(minimal() | {"teacher": {"base_url": "http://127.0.0.1:8000/v1", "api": "completions"}})
     assert ok.teacher.api == "completions" and ok.teacher.api_key_env == "OPENAI_API_KEY"
+
+
+def test_data_source_options_are_validated():
+    with pytest.raises(ConfigError, match=r"data\.coin_flip\.source: Input should be 'generated' or 'paper'"):
+        parse_params({"data": {"tasks": ["coin_flip"], "coin_flip": {"source": "web"}}})
+    with pytest.raises(ConfigError, match=r"data\.aqua\.train_file"):
+        parse_params({"data": {"tasks": ["aqua"], "aqua": {"train_file": "all"}}})
+    with pytest.raises(ConfigError, match=r"data\.max_train: Input should be greater than or equal to 1"):
+        parse_params({"data": {"tasks": ["aqua"], "max_train": 0}})
+    ok = parse_params({"data": {"tasks": ["gsm8k"], "gsm8k": {"source": "hub", "hub": {"path": "openai/gsm8k"}}}})
+    assert ok.data.gsm8k.hub.path == "openai/gsm8k" and ok.data.aqua.train_size == 10000

@@ -3,6 +3,7 @@ import re
 import numpy as np
 import pytest
 
+from ftcot.prompts import ANSWER_TRIGGERS
 from ftcot.tasks import TASKS, generate_records, get_task, split_indices
 
 
@@ -13,8 +14,11 @@ def test_split_follows_the_paper():
     assert test == sorted(perm[7:].tolist())
 
 
-@pytest.mark.parametrize("key", sorted(TASKS))
-def test_paper_sizes_and_determinism(key):
+GENERATED = ["coin_flip", "last_letter_concatenation"]
+
+
+@pytest.mark.parametrize("key", GENERATED)
+def test_generated_sizes_and_determinism(key):
     records = generate_records(get_task(key), 500, seed=0, train_fraction=0.7)
     assert sum(r["split"] == "train" for r in records) == 350
     assert sum(r["split"] == "test" for r in records) == 150
@@ -39,6 +43,31 @@ def test_last_letters_answer():
         names = re.search(r'words in "([^"]+)" and concatenate', r["question"]).group(1).split()
         assert len(names) == 4
         assert r["answer"] == "".join(n[-1] for n in names).lower()
+
+
+def test_twelve_tasks_with_their_answer_types():
+    assert {k: t.answer_type for k, t in TASKS.items()} == {
+        "single_eq": "number",
+        "addsub": "number",
+        "multiarith": "number",
+        "gsm8k": "number",
+        "aqua": "choice_A-E",
+        "svamp": "number",
+        "date_understanding": "choice_A-F",
+        "tracking_shuffled_objects": "choice_A-C",
+        "last_letter_concatenation": "letters",
+        "coin_flip": "yes_no",
+        "commonsense_qa": "choice_A-E",
+        "strategy_qa": "yes_no",
+    }
+    assert all(t.answer_type in ANSWER_TRIGGERS for t in TASKS.values())
+
+
+def test_generated_ids_and_order():
+    records = generate_records(get_task("coin_flip"), 20, seed=0, train_fraction=0.7)
+    assert [r["split"] for r in records] == ["train"] * 14 + ["test"] * 6
+    assert all(r["id"].startswith("coin_flip-") and len(r["id"]) == len("coin_flip-00") for r in records)
+    assert all(r["rationale"] is None for r in records)
 
 
 def test_unknown_task_lists_known():

@@ -20,17 +20,14 @@ import json
 import os
 from pathlib import Path
 
+from ftcot.io import default_cache_dir
 from ftcot.teachers.base import Completion, CompletionRequest
+
+__all__ = ["CompletionCache", "cache_key", "default_cache_dir"]
 
 CACHE_FILE = "completions.jsonl"
 _KEY_PREFIX = '{"key":"'
 _KEY_LEN = 64
-
-
-def default_cache_dir() -> Path:
-    """``$FTCOT_CACHE_DIR`` if set, else ``~/.cache/finetune-cot``."""
-    root = os.environ.get("FTCOT_CACHE_DIR")
-    return Path(root) if root else Path.home() / ".cache" / "finetune-cot"
 
 
 def cache_key(endpoint: str, model: str, request: CompletionRequest) -> str:
