@@ -6,7 +6,7 @@ teacher's rationales and score the student, so the two can never drift apart.
 
 Three modes:
 - ``teacher``: the completion of zero-shot-CoT's answer step, i.e. the text that follows
-  ``Therefore, the answer ... is``.
+  ``Therefore, the answer ... is`` (read after the trigger if the text contains it).
 - ``student``: a Fine-tune-CoT completion ``<rationale> --> <answer>``; the answer is read after
   the first ``-->`` only, so a student that did not learn the format scores as unparseable.
 - ``direct``: a vanilla student's completion, which is the answer itself.
@@ -21,6 +21,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
+
+from ftcot.prompts import ANSWER_TRIGGERS
 
 RULES_VERSION = 2
 STUDENT_ANSWER_MARKER = "-->"
@@ -116,7 +118,13 @@ def extract_answer(text: str, answer_type: str, mode: Mode) -> str | None:
         if STUDENT_ANSWER_MARKER not in text:
             return None
         text = text.split(STUDENT_ANSWER_MARKER, 1)[1]
-    elif mode not in ("teacher", "direct"):
+    elif mode == "teacher":
+        # Read after the answer trigger if the text repeats it: "among A through E" must not
+        # be taken for choice A.
+        for trigger in ANSWER_TRIGGERS.values():
+            if trigger in text:
+                text = text.rsplit(trigger, 1)[1]
+    elif mode != "direct":
         raise ValueError(f"mode must be 'teacher', 'student' or 'direct', got {mode!r}")
     matches = list(re.finditer(rule.pattern, _apply(rule.before, text), rule.flags))
     if not matches:

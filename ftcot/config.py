@@ -96,24 +96,48 @@ class OracleParams(Section):
     error_rate: float = Field(0.2, ge=0.0, le=1.0, description="Seeded share of rationales that reach a wrong answer.")
 
 
+class PriceParams(Section):
+    """US dollars per million tokens, for the cost estimate."""
+
+    prompt: float = Field(ge=0.0)
+    completion: float = Field(ge=0.0)
+
+
+class ReplayParams(Section):
+    """``teacher.replay``: recorded teacher outputs instead of requests."""
+
+    dir: str = Field("replay", description="Folder of <task>.jsonl files of recorded completions.")
+
+
 class TeacherParams(Section):
     """``teacher``: who writes the rationales (stage ``teach``)."""
 
-    backend: Literal["oracle"] = Field(
-        "oracle", description="Teacher backend. 'oracle': programmatic stand-in, offline."
+    backend: Literal["oracle", "openai", "replay"] = Field(
+        "oracle",
+        description="'oracle': offline stand-in; 'openai': any OpenAI-compatible server; 'replay': recorded outputs.",
     )
     model: str = Field("oracle", description="Model name sent to the backend.")
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature when diversity > 1 (paper: 0.7).")
     max_tokens: int = Field(128, ge=1, description="Token limit of the rationale step.")
     base_url: str | None = Field(
-        None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (not used by the oracle)."
+        None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; null: api.openai.com."
     )
-    api_key_env: str = Field(
-        "OPENAI_API_KEY", description="Name of the environment variable holding the API key (never the key itself)."
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY",
+        description="Name of the environment variable holding the API key (never the key itself); null: no key.",
     )
     api: Literal["chat", "completions"] = Field("chat", description="Which endpoint an OpenAI-compatible server uses.")
-    concurrency: int = Field(8, ge=1, description="Requests in flight at once (not used by the oracle).")
+    concurrency: int = Field(8, ge=1, description="Requests in flight at once.")
+    timeout: float = Field(60.0, gt=0.0, description="Seconds before a request is abandoned (and retried).")
+    max_retries: int = Field(5, ge=0, description="Retries per request (429, 5xx, timeouts, dropped connections).")
+    batch: bool = Field(False, description="Use the Batch API: submit, poll, collect (openai backend).")
+    batch_poll_seconds: float = Field(30.0, gt=0.0, description="Seconds between polls of a submitted batch.")
+    eval_test: bool = Field(False, description="Also answer the test questions (sample 0): the teacher baseline.")
+    prices: dict[str, PriceParams] = Field(
+        default_factory=dict, description="Per model: USD per million prompt / completion tokens."
+    )
     oracle: OracleParams = OracleParams()
+    replay: ReplayParams = ReplayParams()
 
     @field_validator("base_url")
     @classmethod
@@ -124,10 +148,16 @@ class TeacherParams(Section):
 
     @field_validator("api_key_env")
     @classmethod
-    def _env_name(cls, name: str) -> str:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+    def _env_name(cls, name: str | None) -> str | None:
+        if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise ValueError(f"must be the name of an environment variable (not the key itself), got {name[:4]!r}...")
         return name
+
+    @model_validator(mode="after")
+    def _batch_needs_openai(self) -> TeacherParams:
+        if self.batch and self.backend != "openai":
+            raise ValueError(f"batch: true needs backend: openai (backend is {self.backend!r})")
+        return self
 
 
 class SplitParams(Section):

@@ -15,12 +15,16 @@ def build_summary(
     filter_metrics: Mapping[str, dict],
     eval_metrics: Mapping[str, Mapping[str, dict]],
     diversity: int,
+    teach_metrics: Mapping[str, dict] | None = None,
 ) -> dict:
     """``{task: {teacher_accuracy, kept_rate, kept, ft_cot_accuracy, vanilla_accuracy, ...}}``."""
     summary: dict = {"diversity": diversity, "tasks": {}}
     for task in tasks:
         f = filter_metrics[task]
+        t = (teach_metrics or {}).get(task, {})
         row = {
+            "teacher_test_accuracy": t.get("teacher_test_accuracy"),
+            "teacher_cost_usd": t.get("estimated_cost_usd"),
             "teacher_accuracy": f["teacher_accuracy"],
             "kept_rate": f["kept_rate"],
             "kept": f["kept"],
@@ -52,14 +56,17 @@ def render_markdown(
         f"Diversity (rationales per train question): {summary['diversity']}. "
         "Accuracies in %, on each task's test split.",
         "",
-        "| Task | Teacher (train, sample 0) | Kept rationales | Fine-tune-CoT | Vanilla fine-tuning | Test n |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| Task | Teacher zero-shot-CoT (test) | Teacher (train, sample 0) | Kept rationales | Fine-tune-CoT "
+        "| Vanilla fine-tuning | Test n | Teacher cost (USD) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for task, row in summary["tasks"].items():
+        teacher_test = "–" if row.get("teacher_test_accuracy") is None else _pct(row["teacher_test_accuracy"])
+        cost = "–" if row.get("teacher_cost_usd") is None else f"{row['teacher_cost_usd']:.4f}"
         lines.append(
-            f"| {task} | {_pct(row['teacher_accuracy'])} "
+            f"| {task} | {teacher_test} | {_pct(row['teacher_accuracy'])} "
             f"| {row['kept']}/{row['rationales']} ({_pct(row['kept_rate'])}) "
-            f"| {_pct(row['ft_cot_accuracy'])} | {_pct(row['vanilla_accuracy'])} | {row['test_n']} |"
+            f"| {_pct(row['ft_cot_accuracy'])} | {_pct(row['vanilla_accuracy'])} | {row['test_n']} | {cost} |"
         )
     if plot_name:
         lines += ["", f"![Test accuracy per task]({plot_name})"]

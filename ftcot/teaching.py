@@ -3,13 +3,14 @@ each rationale's answer, through the completion cache."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
 from ftcot.prompts import PROMPT_VERSION, answer_prompt, rationale_prompt
-from ftcot.teachers.base import Completion, CompletionRequest, Teacher
+from ftcot.teachers.base import Completion, CompletionRequest, Teacher, TeacherError
 from ftcot.teachers.cache import CompletionCache, cache_key
 
 ANSWER_STEP_MAX_TOKENS = 32
@@ -17,10 +18,12 @@ ANSWER_STEP_MAX_TOKENS = 32
 
 @dataclass
 class TeachRunStats:
-    """What this run cost: not part of any output, since it depends on the cache's state."""
+    """What this run cost: kept out of DVC-tracked outputs, since it depends on the cache."""
 
     requests_sent: int = 0
     cache_hits: int = 0
+    failed: int = 0
+    seconds: float = 0.0
 
 
 def sampling_temperature(diversity: int, temperature: float) -> float:
@@ -34,23 +37,43 @@ def resolve(
     cache: CompletionCache,
     stats: TeachRunStats,
     desc: str = "teacher",
-    chunk_size: int = 64,
 ) -> tuple[list[Completion], list[str]]:
-    """Completions for ``requests``, from the cache where possible; new ones are stored as they
-    arrive, chunk by chunk, so an interrupted run keeps everything already received."""
+    """Completions for ``requests``, from the cache where possible. New completions are stored
+    the moment they arrive, so an interrupted run keeps everything already received; requests
+    that fail for good are listed in a :class:`TeacherError` after all others are stored."""
     keys = [cache_key(teacher.endpoint, teacher.model, r) for r in requests]
     results: list[Completion | None] = [cache.get_completion(k) for k in keys]
     missing = [i for i, c in enumerate(results) if c is None]
     stats.cache_hits += len(requests) - len(missing)
-    with tqdm(total=len(missing), desc=desc, unit="req", disable=not missing) as bar:
-        for start in range(0, len(missing), chunk_size):
-            chunk = missing[start : start + chunk_size]
-            completions = teacher.complete([requests[i] for i in chunk])
-            for i, completion in zip(chunk, completions, strict=True):
-                cache.put_completion(keys[i], teacher.endpoint, teacher.model, requests[i], completion)
-                results[i] = completion
-            stats.requests_sent += len(chunk)
-            bar.update(len(chunk))
+    if not missing:
+        return [c for c in results if c is not None], keys
+    preflight = getattr(teacher, "preflight", None)
+    if preflight is not None:
+        preflight()
+    todo = [requests[i] for i in missing]
+    start = time.perf_counter()
+    with tqdm(total=len(todo), desc=desc, unit="req") as bar:
+
+        def store(j: int, completion: Completion) -> None:
+            i = missing[j]
+            cache.put_completion(keys[i], teacher.endpoint, teacher.model, requests[i], completion)
+            results[i] = completion
+            stats.requests_sent += 1
+            bar.update(1)
+
+        failures = teacher.complete(todo, store)
+    stats.seconds += time.perf_counter() - start
+    if failures:
+        stats.failed += len(failures)
+        listed = "\n".join(
+            f"  sample {todo[f.index].sample_index} of {todo[f.index].prompt[:70]!r}...: {f.error}"
+            for f in failures[:20]
+        )
+        more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
+        raise TeacherError(
+            f"{len(failures)} of {len(todo)} teacher requests failed after retries; the "
+            f"{len(todo) - len(failures)} that succeeded are cached and will not be asked again:\n{listed}{more}"
+        )
     return [c for c in results if c is not None], keys
 
 
@@ -61,9 +84,10 @@ def teach(
     diversity: int,
     temperature: float,
     max_tokens: int,
+    stats: TeachRunStats | None = None,
 ) -> tuple[list[dict], TeachRunStats]:
     """One output record per (question, sample index), sorted by question id then sample."""
-    stats = TeachRunStats()
+    stats = stats if stats is not None else TeachRunStats()
     temp = sampling_temperature(diversity, temperature)
     pairs = [(r, k) for r in records for k in range(diversity)]
     step1 = [CompletionRequest(rationale_prompt(r["question"]), k, temp, max_tokens) for r, k in pairs]
@@ -102,12 +126,26 @@ def teach(
     return out, stats
 
 
-def summarize_usage(rationales: Sequence[dict]) -> dict:
+def estimate_cost(prompt_tokens: int, completion_tokens: int, price: dict | None) -> float | None:
+    """US dollars at ``price`` = {prompt, completion} per million tokens; None without a price."""
+    if price is None:
+        return None
+    return round((prompt_tokens * price["prompt"] + completion_tokens * price["completion"]) / 1e6, 6)
+
+
+def summarize_usage(rationales: Sequence[dict], price: dict | None = None) -> dict:
     """Totals over the completions an output uses (deterministic, unlike run stats)."""
+    prompt_tokens = sum(r["usage"]["prompt_tokens"] for r in rationales)
+    completion_tokens = sum(r["usage"]["completion_tokens"] for r in rationales)
     return {
         "completions": 2 * len(rationales),
-        "prompt_tokens": sum(r["usage"]["prompt_tokens"] for r in rationales),
-        "completion_tokens": sum(r["usage"]["completion_tokens"] for r in rationales),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "estimated_cost_usd": estimate_cost(prompt_tokens, completion_tokens, price),
         "rationales": len(rationales),
         "questions": len({r["question_id"] for r in rationales}),
+        # Recorded and counted, never fatal: the filter drops them.
+        "empty_rationales": sum(not r["rationale"] for r in rationales),
+        "refused": sum(r["finish_reason"] == "content_filter" for r in rationales),
+        "cut_at_max_tokens": sum(r["finish_reason"] == "length" for r in rationales),
     }

@@ -1,27 +1,51 @@
 """Stage teach: `diversity` zero-shot-CoT rationales per train question, from the teacher.
 
     python stages/teach.py --task coin_flip --records data/fetch/coin_flip.jsonl \
-        --out data/teach/coin_flip.jsonl --metrics metrics/teach/coin_flip.json
+        --out data/teach/coin_flip.jsonl --test-out data/teach/coin_flip.test.jsonl \
+        --metrics metrics/teach/coin_flip.json
 
 Completions go through the persistent completion cache ($FTCOT_CACHE_DIR/teacher, default
-~/.cache/finetune-cot/teacher): what was once received is never requested again.
+~/.cache/finetune-cot/teacher): what was once received is never requested again. What this run
+cost (requests sent, cache hits, failures, seconds) goes to <metrics>.run.json, which DVC does not
+track because it depends on the cache rather than on the parameters.
 """
 
 import argparse
+import json
+from pathlib import Path
 
 from ftcot.config import load_params
-from ftcot.io import read_jsonl, write_json, write_jsonl
+from ftcot.filtering import judge_rationales
+from ftcot.io import default_cache_dir, read_jsonl, write_json, write_jsonl
 from ftcot.stage import log, run_stage
-from ftcot.teachers import CompletionCache, default_cache_dir
+from ftcot.teachers import CompletionCache
+from ftcot.teachers.base import TeacherError
 from ftcot.teachers.oracle import OracleTeacher, UnsupportedQuestion
-from ftcot.teaching import summarize_usage, teach
+from ftcot.teaching import TeachRunStats, summarize_usage, teach
 
 
-def build_teacher(params):
+def build_teacher(params, task: str, records: list[dict]):
     t = params.teacher
     if t.backend == "oracle":
         return OracleTeacher(model=t.model, error_rate=t.oracle.error_rate, seed=params.seed)
-    raise ValueError(f"teacher.backend: unknown backend {t.backend!r}")
+    if t.backend == "replay":
+        from ftcot.teachers.replay import ReplayTeacher
+
+        return ReplayTeacher(Path(t.replay.dir) / f"{task}.jsonl", records, model=t.model)
+    from ftcot.teachers.openai_compat import OpenAITeacher
+
+    return OpenAITeacher(
+        model=t.model,
+        base_url=t.base_url,
+        api_key_env=t.api_key_env,
+        api=t.api,
+        concurrency=t.concurrency,
+        timeout=t.timeout,
+        max_retries=t.max_retries,
+        batch=t.batch,
+        batch_poll_seconds=t.batch_poll_seconds,
+        batch_state_dir=default_cache_dir() / "batches",
+    )
 
 
 def main() -> None:
@@ -29,32 +53,54 @@ def main() -> None:
     parser.add_argument("--task", required=True)
     parser.add_argument("--records", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--test-out", required=True)
     parser.add_argument("--metrics", required=True)
     args = parser.parse_args()
 
     params = load_params()
+    t = params.teacher
     records = read_jsonl(args.records, required=("id", "question", "answer", "answer_type", "split"))
     train = [r for r in records if r["split"] == "train"]
-    teacher = build_teacher(params)
+    test = [r for r in records if r["split"] == "test"]
+    teacher = build_teacher(params, args.task, records)
     cache = CompletionCache(default_cache_dir() / "teacher")
     log.info("teacher %s (%s), %d cached completions in %s", teacher.backend, teacher.model, len(cache), cache.path)
+    price = t.prices[t.model].model_dump() if t.model in t.prices else None
 
-    rationales, stats = teach(
-        train, teacher, cache, params.diversity, params.teacher.temperature, params.teacher.max_tokens
-    )
-    write_jsonl(args.out, rationales)
-    usage = summarize_usage(rationales)
-    write_json(
-        args.metrics, {"backend": teacher.backend, "model": teacher.model, "diversity": params.diversity, **usage}
-    )
-    log.info(
-        "%s: %d rationales; this run sent %d requests, %d cache hits",
-        args.task,
-        len(rationales),
-        stats.requests_sent,
-        stats.cache_hits,
-    )
+    stats = TeachRunStats()
+    try:
+        rationales, _ = teach(train, teacher, cache, params.diversity, t.temperature, t.max_tokens, stats)
+        write_jsonl(args.out, rationales)
+        metrics = {"backend": teacher.backend, "model": teacher.model, "diversity": params.diversity}
+        metrics |= summarize_usage(rationales, price)
+        test_rationales: list[dict] = []
+        if t.eval_test:
+            # The paper's "Teacher" row: greedy zero-shot-CoT (sample 0) on the test questions.
+            test_rationales, _ = teach(test, teacher, cache, 1, t.temperature, t.max_tokens, stats)
+            judged = judge_rationales(test_rationales)
+            metrics["teacher_test_n"] = len(judged)
+            metrics["teacher_test_accuracy"] = round(sum(r["correct"] for r in judged) / max(1, len(judged)), 6)
+            test_rationales = judged
+        write_jsonl(args.test_out, test_rationales)
+        write_json(args.metrics, metrics)
+    finally:
+        run = {
+            "requests_sent": stats.requests_sent,
+            "cache_hits": stats.cache_hits,
+            "failed": stats.failed,
+            "seconds": round(stats.seconds, 3),
+        }
+        Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.metrics).with_suffix(".run.json").write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
+        log.info(
+            "%s: this run sent %d requests, %d cache hits, %d failed",
+            args.task,
+            stats.requests_sent,
+            stats.cache_hits,
+            stats.failed,
+        )
+    log.info("%s: %d rationales, estimated cost %s USD", args.task, len(rationales), metrics["estimated_cost_usd"])
 
 
 if __name__ == "__main__":
-    run_stage(main, UnsupportedQuestion)
+    run_stage(main, UnsupportedQuestion, TeacherError)

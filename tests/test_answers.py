@@ -126,3 +126,19 @@ def test_yes_no_against_gold_with_capitals_and_periods():
     assert is_correct(extract_answer(" Yes.", "yes_no", "teacher"), "yes", "yes_no")  # "Yes." vs "yes"
     assert is_correct(extract_answer(" so it is tails --> no.", "yes_no", "student"), "No", "yes_no")
     assert not is_correct(extract_answer(" Yes.", "yes_no", "teacher"), "no", "yes_no")
+
+
+@pytest.mark.parametrize(
+    ("text", "answer_type", "expected"),
+    [
+        ("Therefore, the answer (arabic numerals) is 18.", "number", "18"),
+        ("She sells 9 eggs at $2.\nTherefore, the answer (arabic numerals) is $18.", "number", "18"),
+        ("Therefore, among A through E, the answer is (C).", "choice_A-E", "C"),
+        ("Therefore, among A through F, the answer is F) 04/29/2021.", "choice_A-F", "F"),
+        ("Therefore, the answer (Yes or No) is No.", "yes_no", "no"),
+        ('Therefore, the answer is "yajc".', "letters", "yajc"),
+        ("Therefore, among A through E, the answer is unclear.", "choice_A-E", None),
+    ],
+)
+def test_teacher_answer_step_with_its_trigger(text, answer_type, expected):
+    assert extract_answer(text, answer_type, "teacher") == expected

@@ -57,13 +57,16 @@ def test_report_table_and_plot(tmp_path):
             "vanilla": {"accuracy": 0.5, "parse_rate": 1.0, "n": 10},
         }
     }
-    summary = build_summary(["coin_flip"], filt, ev, diversity=2)
+    teach = {"coin_flip": {"teacher_test_accuracy": 0.7, "estimated_cost_usd": 0.0123}}
+    summary = build_summary(["coin_flip"], filt, ev, diversity=2, teach_metrics=teach)
     assert summary["tasks"]["coin_flip"]["ft_cot_accuracy"] == 0.9
     student = {"coin_flip": [{"question": "Q?", "generated": " R. --> no", "answer": "yes", "correct": False}]}
     rationales = {"coin_flip": [{"question": "Q?", "rationale": "R.", "answer": "yes"}]}
     md = render_markdown(summary, rationales, "accuracy.png", student)
     assert "**Student:** R. --> no (wrong (gold: yes))" in md
-    assert "| coin_flip | 80.0 | 3/4 (75.0) | 90.0 | 50.0 | 10 |" in md
+    assert "| coin_flip | 70.0 | 80.0 | 3/4 (75.0) | 90.0 | 50.0 | 10 | 0.0123 |" in md
+    no_baseline = build_summary(["coin_flip"], filt, ev, diversity=2)
+    assert "| coin_flip | – | 80.0 |" in render_markdown(no_baseline, {}, None)
     assert "**Teacher rationale:** R." in md and "![Test accuracy per task](accuracy.png)" in md
     png = tmp_path / "a.png"
     plot_accuracy(summary, png)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ["dvc.yaml", "params.yaml", "stages", "ftcot", ".dvc/config", ".dvcignore"]
+COPIED = ["dvc.yaml", "params.yaml", "stages", "ftcot", "replay", ".dvc/config", ".dvcignore"]
 
 pytestmark = pytest.mark.slow
 
@@ -28,6 +28,7 @@ def tiny_params() -> dict:
         }
     )
     params["evaluate"].update({"batch_size": 16, "max_new_tokens": 24})
+    params["teacher"].update({"eval_test": True, "prices": {"oracle": {"prompt": 1.0, "completion": 2.0}}})
     return params
 
 
@@ -77,6 +78,12 @@ def test_repro_builds_every_output(project):
     for task in ("coin_flip", "last_letter_concatenation"):
         assert len(read(root, f"data/fetch/{task}.jsonl").splitlines()) == 30
         assert len(read(root, f"data/teach/{task}.jsonl").splitlines()) == 21  # 70% of 30, diversity 1
+        teach = json.loads(read(root, f"metrics/teach/{task}.json"))
+        assert teach["teacher_test_n"] == 9 and 0.5 <= teach["teacher_test_accuracy"] <= 1.0  # oracle, 20% errors
+        cost = (teach["prompt_tokens"] * 1.0 + teach["completion_tokens"] * 2.0) / 1e6
+        assert teach["estimated_cost_usd"] == round(cost, 6)
+        run = json.loads(read(root, f"metrics/teach/{task}.run.json"))
+        assert run["requests_sent"] == 2 * (21 + 9) and run["cache_hits"] == 0
         for variant in ("ft_cot", "vanilla"):
             m = json.loads(read(root, f"metrics/evaluate/{task}/{variant}.json"))
             assert m["n"] == 9 and 0.0 <= m["accuracy"] <= 1.0
@@ -99,12 +106,17 @@ def test_second_repro_runs_nothing(project):
 
 def test_forced_rerun_with_cold_cache_is_byte_identical(project):
     root, env, _ = project
-    before = {p: p.read_bytes() for p in sorted((root / "metrics").rglob("*.json"))}
+
+    def tracked_metrics() -> dict:  # *.run.json say what a run cost, which depends on the cache
+        return {p: p.read_bytes() for p in sorted((root / "metrics").rglob("*.json")) if ".run." not in p.name}
+
+    before = tracked_metrics()
     lock = read(root, "dvc.lock")
     cold = {**env, "FTCOT_CACHE_DIR": str(root / ".teacher-cache-2")}
     run(["dvc", "repro", "--force"], root, cold)
     assert read(root, "dvc.lock") == lock  # every output's md5, models included
-    assert {p: p.read_bytes() for p in sorted((root / "metrics").rglob("*.json"))} == before
+    assert tracked_metrics() == before
+    assert json.loads(read(root, "metrics/teach/coin_flip.run.json"))["requests_sent"] > 0  # the cold cache
 
 
 def test_experiment_with_more_diversity_reruns_from_teach(project):

@@ -18,9 +18,15 @@ class CountingTeacher(OracleTeacher):
         super().__init__(**kw)
         self.sent: list[CompletionRequest] = []
 
-    def complete(self, requests):
+    def complete(self, requests, on_result):
         self.sent.extend(requests)
-        return super().complete(requests)
+        return super().complete(requests, on_result)
+
+
+def complete_one(teacher, request):
+    got = []
+    assert teacher.complete([request], lambda i, c: got.append(c)) == []
+    return got[0]
 
 
 def records(task="coin_flip", n=40):
@@ -31,10 +37,10 @@ def records(task="coin_flip", n=40):
 def test_oracle_without_errors_is_always_right(task):
     teacher = OracleTeacher(error_rate=0.0)
     for r in records(task):
-        rationale = teacher.complete([CompletionRequest(rationale_prompt(r["question"]), 0, 0.0, 128)])[0].text
-        answer = teacher.complete(
-            [CompletionRequest(answer_prompt(r["question"], rationale, r["answer_type"]), 0, 0.0, 32)]
-        )[0]
+        rationale = complete_one(teacher, CompletionRequest(rationale_prompt(r["question"]), 0, 0.0, 128)).text
+        answer = complete_one(
+            teacher, CompletionRequest(answer_prompt(r["question"], rationale, r["answer_type"]), 0, 0.0, 32)
+        )
         assert extract_answer(answer.text, r["answer_type"], "teacher") == r["answer"], rationale
 
 
@@ -42,23 +48,23 @@ def test_oracle_without_errors_is_always_right(task):
 def test_oracle_errors_reach_wrong_answers(task):
     teacher = OracleTeacher(error_rate=1.0)
     for r in records(task):
-        rationale = teacher.complete([CompletionRequest(rationale_prompt(r["question"]), 0, 0.0, 128)])[0].text
-        answer = teacher.complete(
-            [CompletionRequest(answer_prompt(r["question"], rationale, r["answer_type"]), 0, 0.0, 32)]
-        )[0]
+        rationale = complete_one(teacher, CompletionRequest(rationale_prompt(r["question"]), 0, 0.0, 128)).text
+        answer = complete_one(
+            teacher, CompletionRequest(answer_prompt(r["question"], rationale, r["answer_type"]), 0, 0.0, 32)
+        )
         assert extract_answer(answer.text, r["answer_type"], "teacher") != r["answer"], rationale
 
 
 def test_oracle_samples_differ_by_index():
     teacher = OracleTeacher()
     prompt = rationale_prompt(records()[0]["question"])
-    texts = {c.text for c in teacher.complete([CompletionRequest(prompt, k, 0.7, 128) for k in range(8)])}
+    texts = {complete_one(teacher, CompletionRequest(prompt, k, 0.7, 128)).text for k in range(8)}
     assert len(texts) >= 4
 
 
 def test_oracle_rejects_other_questions():
     with pytest.raises(UnsupportedQuestion, match="only knows"):
-        OracleTeacher().complete([CompletionRequest(rationale_prompt("What is 2 + 2?"), 0, 0.0, 16)])
+        complete_one(OracleTeacher(), CompletionRequest(rationale_prompt("What is 2 + 2?"), 0, 0.0, 16))
 
 
 def test_cache_key_depends_on_endpoint_and_sample():

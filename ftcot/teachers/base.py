@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+
+class TeacherError(RuntimeError):
+    """The teacher cannot be used (missing key, unreachable endpoint) or requests failed for good."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,17 @@ class Completion:
     completion_tokens: int
 
 
+@dataclass(frozen=True)
+class RequestFailure:
+    """A request that got no completion within the retry budget."""
+
+    index: int
+    error: str
+
+
+ResultCallback = Callable[[int, Completion], None]
+
+
 class Teacher(Protocol):
     backend: str
     model: str
@@ -36,4 +51,7 @@ class Teacher(Protocol):
         cache key, so two servers never share answers under the same model name."""
         ...
 
-    def complete(self, requests: Sequence[CompletionRequest]) -> list[Completion]: ...
+    def complete(self, requests: Sequence[CompletionRequest], on_result: ResultCallback) -> list[RequestFailure]:
+        """Completes ``requests``, calling ``on_result(index, completion)`` as each arrives;
+        returns the requests that failed for good."""
+        ...

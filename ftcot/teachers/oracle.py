@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 
 from ftcot.prompts import REASONING_TRIGGER
-from ftcot.teachers.base import Completion, CompletionRequest
+from ftcot.teachers.base import Completion, CompletionRequest, RequestFailure, ResultCallback
 
 ORACLE_VERSION = 1
 
@@ -104,8 +104,10 @@ class OracleTeacher:
     def endpoint(self) -> str:
         return f"oracle:v{ORACLE_VERSION}:error_rate={self.error_rate}:seed={self.seed}"
 
-    def complete(self, requests: Sequence[CompletionRequest]) -> list[Completion]:
-        return [self._complete_one(r) for r in requests]
+    def complete(self, requests: Sequence[CompletionRequest], on_result: ResultCallback) -> list[RequestFailure]:
+        for i, request in enumerate(requests):
+            on_result(i, self._complete_one(request))
+        return []
 
     def _complete_one(self, request: CompletionRequest) -> Completion:
         match = _QUESTION_RE.match(request.prompt)
