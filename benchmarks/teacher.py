@@ -36,12 +36,46 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def serve(port_queue: mp.Queue) -> None:
-    from ftcot.testing.fake_openai import FakeOpenAI
+    """An OpenAI-compatible chat endpoint that answers every request after LATENCY seconds.
 
-    with FakeOpenAI(latency=LATENCY) as server:
-        port_queue.put(server.base_url)
-        while True:
-            time.sleep(3600)
+    asyncio (aiohttp) rather than a thread per connection, so that the server's own CPU cost does
+    not hide the client's: the benchmark measures the client.
+    """
+    import asyncio
+
+    from aiohttp import web
+
+    async def chat(request: web.Request) -> web.Response:
+        body = await request.json()
+        await asyncio.sleep(LATENCY)
+        text = f" Answer to {body['messages'][-1]['content'][-20:]!r}."
+        return web.json_response(
+            {
+                "id": "cmpl",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            }
+        )
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", chat)
+        app.router.add_get("/v1/models", models)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        port_queue.put(f"http://127.0.0.1:{port}/v1")
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
 
 
 def requests_for(n: int, tag: str) -> list[CompletionRequest]:
@@ -89,27 +123,38 @@ def fill_cache(directory: Path, n: int) -> None:
 def peak_rss_mb_serving(directory: Path, n: int) -> dict:
     """Peak RSS of a fresh process that opens the cache and reads every completion once."""
     code = f"""
-import resource, sys
+import sys
 from ftcot.teachers import CompletionCache
 from ftcot.teachers.cache import cache_key
 sys.path.insert(0, {str(REPO / "benchmarks")!r})
-from teacher import requests_for
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+from teacher import requests_for, rss_mb
+before = rss_mb()["VmRSS"]
 cache = CompletionCache({str(directory)!r})
 assert len(cache) == {n}
 for r in requests_for({n}, "mem"):
     assert cache.get_completion(cache_key("bench", "fake", r)) is not None
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(before, after)
+now = rss_mb()
+print(before, now["VmRSS"], now["VmHWM"])
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    before, after = (int(x) / 1024 for x in out)  # ru_maxrss is in KiB on Linux
+    before, after, peak = (float(x) for x in out)
     return {
         "completions": n,
-        "peak_rss_mb": round(after, 1),
+        "peak_rss_mb": round(peak, 1),
         "rss_before_open_mb": round(before, 1),
+        "rss_after_serving_mb": round(after, 1),
         "added_mb": round(after - before, 1),
     }
+
+
+def rss_mb() -> dict[str, float]:
+    """Current (VmRSS) and peak (VmHWM) resident memory of this process, in MB (Linux)."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields
 
 
 def main() -> None:

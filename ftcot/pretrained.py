@@ -47,14 +47,21 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
     transformers can load GGUF (with the ``gguf`` package) but not ``save_pretrained`` such a
     model directly, so the weights are copied into a fresh model of the same config.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    config = AutoConfig.for_model(**loaded.config.to_dict())
-    fresh = AutoModelForCausalLM.from_config(config)
+    config = loaded.config
+    config.architectures = [type(loaded).__name__]  # GGUF-derived configs leave it empty
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the saved weights are plain float32
+    fresh = type(loaded)(config)
     fresh.load_state_dict(loaded.state_dict())
+    # Sampling when a temperature is given (servers such as `transformers serve` read this);
+    # greedy decoding still passes do_sample=False explicitly.
     fresh.generation_config = loaded.generation_config
+    fresh.generation_config.do_sample = True
     fresh.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
 

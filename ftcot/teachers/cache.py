@@ -53,6 +53,7 @@ class CompletionCache:
         self.path = self.directory / CACHE_FILE
         self.path.touch(exist_ok=True)
         self._offsets: dict[str, int] = {}
+        self._writer = None
         self._scan()
 
     def _scan(self) -> None:
@@ -89,18 +90,29 @@ class CompletionCache:
         body = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         line = f'{_KEY_PREFIX}{key}",{body[1:]}\n' if body != "{}" else f'{_KEY_PREFIX}{key}"}}\n'
         data = line.encode("utf-8")
-        with self.path.open("ab") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                end = f.seek(0, os.SEEK_END)
-                if end and not _ends_with_newline(self.path, end):
-                    f.write(b"\n")  # close off a line left unfinished by a crash
-                    end += 1
-                f.write(data)
-                f.flush()
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        if self._writer is None:
+            self._writer = self.path.open("a+b")  # kept open: one open() per run, not per completion
+        f = self._writer
+        # The lock makes the line whole when several processes (parallel stages) append.
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            end = f.seek(0, os.SEEK_END)
+            if end and os.pread(f.fileno(), 1, end - 1) != b"\n":
+                f.write(b"\n")  # close off a line left unfinished by a crash
+                end += 1
+            f.write(data)
+            f.flush()
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
         self._offsets[key] = end
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __del__(self) -> None:
+        self.close()
 
     def get_completion(self, key: str) -> Completion | None:
         record = self.get(key)
@@ -131,9 +143,3 @@ class CompletionCache:
                 "completion_tokens": completion.completion_tokens,
             },
         )
-
-
-def _ends_with_newline(path: Path, size: int) -> bool:
-    with path.open("rb") as f:
-        f.seek(size - 1)
-        return f.read(1) == b"\n"

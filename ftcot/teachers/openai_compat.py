@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
+import httpx2
 import openai
 
 from ftcot.teachers.base import Completion, CompletionRequest, RequestFailure, TeacherError
@@ -80,8 +81,14 @@ class OpenAITeacher:
         return f"openai-compatible:{self.api}:{self.base_url}"
 
     def _client(self) -> openai.AsyncOpenAI:
+        # The aiohttp transport (openai[aiohttp]) keeps per-request CPU low at high concurrency,
+        # where httpx's connection pool costs about a millisecond per request.
         return openai.AsyncOpenAI(
-            api_key=self._api_key, base_url=self.base_url, timeout=self.timeout, max_retries=self.max_retries
+            api_key=self._api_key,
+            base_url=self.base_url,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            http_client=openai.DefaultAioHttpClient(timeout=self.timeout),
         )
 
     def preflight(self) -> None:
@@ -107,42 +114,43 @@ class OpenAITeacher:
         except openai.APIStatusError:
             pass  # reachable; some servers do not implement /models
 
-    async def _request(self, client: openai.AsyncOpenAI, request: CompletionRequest) -> Completion:
+    def _body(self, request: CompletionRequest) -> dict:
+        """The JSON body of one request (the same for live and batch requests)."""
+        body: dict = {"model": self.model, "temperature": request.temperature, "max_tokens": request.max_tokens, "n": 1}
         seed = _seed_for(request)
-        extra = {} if seed is None else {"seed": seed}
+        if seed is not None:
+            body["seed"] = seed
         if self.api == "chat":
-            response = await client.chat.completions.create(
-                model=self.model,
-                messages=[{"role": "user", "content": request.prompt}],
-                temperature=request.temperature,
-                max_tokens=request.max_tokens,
-                n=1,
-                **extra,
-            )
-            choice = response.choices[0]
-            message = choice.message
-            # Reasoning models return their chain of thought separately: that is the rationale.
-            reasoning = getattr(message, "reasoning_content", None) or (message.model_extra or {}).get(
-                "reasoning_content"
-            )
-            text = reasoning if reasoning else (message.content or "")
+            body["messages"] = [{"role": "user", "content": request.prompt}]
         else:
-            response = await client.completions.create(
-                model=self.model,
-                prompt=request.prompt,
-                temperature=request.temperature,
-                max_tokens=request.max_tokens,
-                n=1,
-                **extra,
-            )
-            choice = response.choices[0]
-            text = choice.text or ""
-        usage = response.usage
+            body["prompt"] = request.prompt
+        return body
+
+    async def _request(self, client: openai.AsyncOpenAI, request: CompletionRequest) -> Completion:
+        # client.post with a ready JSON body keeps the client's retries, backoff and errors but
+        # skips its per-call parameter transformation and response models, which cost several
+        # milliseconds of CPU per request and capped throughput at high concurrency.
+        path = "/chat/completions" if self.api == "chat" else "/completions"
+        response = await client.post(path, body=self._body(request), cast_to=httpx2.Response)
+        return self._parse_completion(response.json())
+
+    def _parse_completion(self, payload: dict) -> Completion:
+        """A completion from a response body; a body without choices is unreadable (ValueError)."""
+        if not isinstance(payload, dict) or not payload.get("choices"):
+            raise ValueError(f"no choices in response: {str(payload)[:200]}")
+        choice = payload["choices"][0]
+        if self.api == "chat":
+            message = choice.get("message") or {}
+            # Reasoning models return their chain of thought separately: that is the rationale.
+            text = message.get("reasoning_content") or message.get("content") or ""
+        else:
+            text = choice.get("text") or ""
+        usage = payload.get("usage") or {}
         return Completion(
             text=text,
-            finish_reason=str(choice.finish_reason or "unknown"),
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            finish_reason=str(choice.get("finish_reason") or "unknown"),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
         )
 
     async def _run(
@@ -191,15 +199,7 @@ class OpenAITeacher:
     # Batch API: one JSONL of requests, submitted, polled, collected into the same cache.
 
     def _batch_line(self, i: int, request: CompletionRequest) -> dict:
-        seed = _seed_for(request)
-        body: dict = {"model": self.model, "temperature": request.temperature, "max_tokens": request.max_tokens}
-        if seed is not None:
-            body["seed"] = seed
-        if self.api == "chat":
-            body["messages"] = [{"role": "user", "content": request.prompt}]
-        else:
-            body["prompt"] = request.prompt
-        return {"custom_id": str(i), "method": "POST", "url": self._batch_endpoint(), "body": body}
+        return {"custom_id": str(i), "method": "POST", "url": self._batch_endpoint(), "body": self._body(request)}
 
     def _batch_endpoint(self) -> str:
         return "/v1/chat/completions" if self.api == "chat" else "/v1/completions"
@@ -266,20 +266,5 @@ class OpenAITeacher:
         if line.get("error") or response.get("status_code") != 200 or not body.get("choices"):
             failures.append(RequestFailure(i, f"batch error: {line.get('error') or response.get('status_code')}"))
             return
-        choice = body["choices"][0]
-        if self.api == "chat":
-            message = choice.get("message") or {}
-            text = message.get("reasoning_content") or message.get("content") or ""
-        else:
-            text = choice.get("text") or ""
-        usage = body.get("usage") or {}
-        on_result(
-            i,
-            Completion(
-                text=text,
-                finish_reason=str(choice.get("finish_reason") or "unknown"),
-                prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                completion_tokens=int(usage.get("completion_tokens") or 0),
-            ),
-        )
+        on_result(i, self._parse_completion(body))
         done.add(i)
