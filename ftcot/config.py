@@ -197,7 +197,10 @@ class LoraParams(Section):
 class StudentParams(Section):
     """``student``: the model fine-tuned on the rationales (stage ``finetune``)."""
 
-    model: str = Field("tiny-gpt2", description="'tiny-gpt2' (built from student.tiny), a hub id or a local path.")
+    model: str = Field(
+        "tiny-gpt2",
+        description="'tiny-gpt2' (built from student.tiny), 'smollm2-135m' (offline), a hub id or a local path.",
+    )
     method: Literal["full", "lora"] = "full"
     tiny: TinyModelParams = TinyModelParams()
     lora: LoraParams = LoraParams()

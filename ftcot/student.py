@@ -16,6 +16,7 @@ from transformers import (
 )
 
 from ftcot.config import StudentParams
+from ftcot.pretrained import PretrainedUnavailable, resolve_pretrained
 
 TINY_GPT2 = "tiny-gpt2"
 
@@ -85,7 +86,11 @@ def load_student(params: StudentParams, seed: int, corpus: Iterable[str] = ()):
     if params.model == TINY_GPT2:
         tokenizer = build_tiny_tokenizer(corpus, params.tiny.vocab_size)
         return build_tiny_gpt2(params, tokenizer, seed), tokenizer
-    return load_pretrained(params.model)
+    try:
+        local = resolve_pretrained(params.model)  # built-in names such as smollm2-135m
+    except PretrainedUnavailable as err:
+        raise StudentLoadError(f"student.model = {params.model!r}: {err}") from None
+    return load_pretrained(str(local) if local else params.model)
 
 
 def wrap_lora(model, params: StudentParams):

@@ -6,14 +6,17 @@ batches are padded dynamically and grouped by length, and truncations are counte
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from datasets import Dataset
-from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
+from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from ftcot.config import StudentParams
 from ftcot.formats import FORMAT_VERSION, student_prompt, student_target
@@ -56,15 +59,61 @@ def build_dataset(examples: Sequence[dict], variant: str, tokenizer, max_length:
     return Dataset.from_list(rows), truncated
 
 
-def train_student(model, tokenizer, train_ds: Dataset, val_ds: Dataset, params: StudentParams, seed: int):
-    """Runs the ``Trainer``; returns its ``TrainOutput`` and log history. Checkpoints go to a
-    scratch folder that is removed afterwards."""
+class LiveCurves(TrainerCallback):
+    """Training curves to DVCLive: loss, learning rate and validation loss by step. Only these
+    (no timings, no machine paths), so the files are the same on every run."""
+
+    KEYS: ClassVar[dict[str, str]] = {
+        "loss": "train/loss",
+        "learning_rate": "train/learning_rate",
+        "eval_loss": "eval/loss",
+    }
+
+    def __init__(self, live_dir: str | Path):
+        from dvclive import Live
+
+        self.live = Live(str(live_dir), save_dvc_exp=False, dvcyaml=None)
+
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        values = {name: logs[key] for key, name in self.KEYS.items() if key in logs}
+        if values:
+            self.live.step = state.global_step
+            for name, value in values.items():
+                self.live.log_metric(name, round(float(value), 6))
+
+    def on_train_end(self, args, state, control, **kwargs) -> None:
+        if state.is_world_process_zero:
+            self.live.end()
+
+
+def train_student(
+    model,
+    tokenizer,
+    train_ds: Dataset,
+    val_ds: Dataset,
+    params: StudentParams,
+    seed: int,
+    checkpoint_dir: str | Path | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
+):
+    """Runs the ``Trainer`` and returns its ``TrainOutput`` and state.
+
+    A checkpoint is saved every epoch in ``checkpoint_dir`` (a scratch folder if None), and an
+    interrupted run given the same folder resumes from its last checkpoint. With a validation
+    set, the epoch with the lowest validation loss is the one kept: model selection uses the
+    validation split, never the test set.
+    """
     steps_per_epoch = max(1, -(-len(train_ds) // (params.batch_size * params.gradient_accumulation_steps)))
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    has_val = len(val_ds) > 0
 
     with tempfile.TemporaryDirectory(prefix="ftcot-trainer-") as scratch:
+        output_dir = Path(checkpoint_dir) if checkpoint_dir is not None else Path(scratch)
+        resume = any(output_dir.glob("checkpoint-*"))
         args = TrainingArguments(
-            output_dir=scratch,
+            output_dir=str(output_dir),
             num_train_epochs=params.epochs,
             per_device_train_batch_size=params.batch_size,
             per_device_eval_batch_size=params.batch_size,
@@ -75,8 +124,12 @@ def train_student(model, tokenizer, train_ds: Dataset, val_ds: Dataset, params: 
             weight_decay=params.weight_decay,
             train_sampling_strategy="group_by_length",
             logging_steps=max(1, steps_per_epoch // 4),
-            eval_strategy="epoch" if len(val_ds) else "no",
-            save_strategy="no",
+            eval_strategy="epoch" if has_val else "no",
+            save_strategy="epoch",
+            save_total_limit=2,  # the best and the last
+            load_best_model_at_end=has_val,
+            metric_for_best_model="eval_loss",
+            greater_is_better=False,
             report_to="none",
             seed=seed,
             data_seed=seed,
@@ -89,10 +142,21 @@ def train_student(model, tokenizer, train_ds: Dataset, val_ds: Dataset, params: 
             model=model,
             args=args,
             train_dataset=train_ds,
-            eval_dataset=val_ds if len(val_ds) else None,
+            eval_dataset=val_ds if has_val else None,
             data_collator=collator,
+            callbacks=list(callbacks),
         )
-        return trainer.train(), trainer.state.log_history
+        return trainer.train(resume_from_checkpoint=True if resume else None), trainer.state
+
+
+def _step_of(checkpoint: str | None) -> int | None:
+    return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None
+
+
+def checkpoint_key(params: StudentParams, seed: int, variant: str, train: Sequence[dict], val: Sequence[dict]) -> str:
+    """Names the checkpoint folder of one training run: a rerun with the same inputs resumes it."""
+    blob = json.dumps([params.model_dump(), seed, variant, list(train), list(val)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _round(x: float | None) -> float | None:
@@ -107,6 +171,9 @@ def finetune(
     seed: int,
     output_dir: str | Path,
     task: str = "",
+    checkpoint_dir: str | Path | None = None,
+    live_dir: str | Path | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> tuple[dict, list[dict]]:
     """Trains a student and saves it (merged, for LoRA) with its tokenizer to ``output_dir``.
 
@@ -129,7 +196,9 @@ def finetune(
 
     train_ds, train_truncated = build_dataset(train_examples, variant, tokenizer, params.max_length)
     val_ds, val_truncated = build_dataset(val_examples, variant, tokenizer, params.max_length)
-    result, history = train_student(model, tokenizer, train_ds, val_ds, params, seed)
+    callbacks = [*callbacks, *([LiveCurves(live_dir)] if live_dir is not None else [])]
+    result, state = train_student(model, tokenizer, train_ds, val_ds, params, seed, checkpoint_dir, callbacks)
+    history = state.log_history
 
     if params.method == "lora":
         # Evaluation loads plain merged weights: one code path for every student.
@@ -156,6 +225,10 @@ def finetune(
         "steps": result.global_step,
         "train_loss": _round(result.training_loss),
         "final_eval_loss": eval_losses[-1] if eval_losses else None,
+        # The saved model is the epoch with the lowest validation loss (never chosen on test).
+        "selected_on": "validation loss" if eval_losses else "last epoch",
+        "best_eval_loss": _round(state.best_metric) if eval_losses else None,
+        "best_step": _step_of(state.best_model_checkpoint) if eval_losses else result.global_step,
         "trainable_parameters": trainable,
         "total_parameters": total,
     }

