@@ -199,7 +199,7 @@ class StudentParams(Section):
 
     model: str = Field(
         "tiny-gpt2",
-        description="'tiny-gpt2' (built from student.tiny), 'smollm2-135m' (offline), a hub id or a local path.",
+        description="'tiny-gpt2' or 'tiny-t5' (built from student.tiny), 'smollm2-135m' (offline), a hub id or a path.",
     )
     method: Literal["full", "lora"] = "full"
     tiny: TinyModelParams = TinyModelParams()

@@ -2,6 +2,8 @@
 
 Fine-tune-CoT: prompt ``{question} ###``, target `` {rationale} --> {answer}`` + EOS.
 Vanilla:       prompt ``{question} ###``, target `` {answer}`` + EOS.
+Encoder-decoder students: input ``{question}``, target ``{rationale} --> {answer}`` (or
+``{answer}``) + EOS.
 Bump ``FORMAT_VERSION`` on any change.
 """
 
@@ -13,19 +15,24 @@ ANSWER_SEPARATOR = " --> "
 VARIANTS = ("ft_cot", "vanilla")
 
 
-def student_prompt(question: str) -> str:
-    return f"{question.strip()}{PROMPT_SEPARATOR}"
+def student_prompt(question: str, encoder_decoder: bool = False) -> str:
+    """Decoders continue ``{question} ###``; an encoder reads the question alone."""
+    return question.strip() if encoder_decoder else f"{question.strip()}{PROMPT_SEPARATOR}"
 
 
-def student_target(variant: str, answer: str, rationale: str | None = None) -> str:
-    """The completion the student learns (without EOS, which the tokenizer side appends)."""
+def student_target(variant: str, answer: str, rationale: str | None = None, encoder_decoder: bool = False) -> str:
+    """The completion the student learns (without EOS, which the tokenizer side appends).
+    A decoder's target starts with a space (it continues the prompt); a decoder of an
+    encoder-decoder model starts afresh."""
     if variant == "ft_cot":
         if not rationale:
             raise ValueError("a Fine-tune-CoT example needs a rationale")
-        return f" {rationale.strip()}{ANSWER_SEPARATOR}{answer.strip()}"
-    if variant == "vanilla":
-        return f" {answer.strip()}"
-    raise ValueError(f"unknown variant {variant!r}; known: {list(VARIANTS)}")
+        target = f"{rationale.strip()}{ANSWER_SEPARATOR}{answer.strip()}"
+    elif variant == "vanilla":
+        target = answer.strip()
+    else:
+        raise ValueError(f"unknown variant {variant!r}; known: {list(VARIANTS)}")
+    return target if encoder_decoder else f" {target}"
 
 
 def answer_mode(variant: str) -> str:

@@ -15,7 +15,8 @@ def generate_greedy(
     """Greedy completions of ``prompts``, in their order.
 
     Prompts are sorted by length so each batch pads little, left-padded (a decoder continues from
-    the last position), decoded with the KV cache and stopped at EOS. Returns, per prompt, the
+    the last position; an encoder-decoder ignores padding through its mask), decoded with the KV
+    cache and stopped at EOS. Returns, per prompt, the
     completion ``text`` (special tokens removed), its token count and whether it hit
     ``max_new_tokens`` (or the end of the model's context) without EOS (``truncated``).
     """
@@ -26,7 +27,9 @@ def generate_greedy(
     order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
     results: list[dict | None] = [None] * len(prompts)
     eos = tokenizer.eos_token_id
-    context = getattr(model.config, "max_position_embeddings", None)  # None: no fixed limit
+    encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+    # A decoder's prompt and completion share its context; None: no fixed limit.
+    context = None if encoder_decoder else getattr(model.config, "max_position_embeddings", None)
     for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
         idx = order[start : start + batch_size]
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(device)
@@ -41,7 +44,9 @@ def generate_greedy(
             eos_token_id=eos,
             pad_token_id=tokenizer.pad_token_id,
         )
-        new_tokens = out[:, prompt_len:]  # (batch, generated)
+        # (batch, generated): a decoder repeats the prompt; an encoder-decoder starts with its
+        # decoder start token.
+        new_tokens = out[:, 1:] if encoder_decoder else out[:, prompt_len:]
         for row, i in zip(new_tokens.tolist(), idx, strict=True):
             stopped = eos in row
             tokens = row[: row.index(eos)] if stopped else row

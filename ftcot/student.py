@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
     AutoTokenizer,
     GPT2Config,
     GPT2LMHeadModel,
     PreTrainedTokenizerFast,
+    T5Config,
+    T5ForConditionalGeneration,
     set_seed,
 )
 
@@ -19,6 +24,7 @@ from ftcot.config import StudentParams
 from ftcot.pretrained import PretrainedUnavailable, resolve_pretrained
 
 TINY_GPT2 = "tiny-gpt2"
+TINY_T5 = "tiny-t5"
 
 
 class StudentLoadError(RuntimeError):
@@ -62,18 +68,44 @@ def build_tiny_gpt2(params: StudentParams, tokenizer, seed: int) -> GPT2LMHeadMo
     return GPT2LMHeadModel(config)
 
 
+def is_encoder_decoder(model) -> bool:
+    return bool(getattr(model.config, "is_encoder_decoder", False))
+
+
+def load_model(name: str | Path, dtype: torch.dtype | None = None):
+    """A causal or sequence-to-sequence LM, whichever its config says."""
+    config = AutoConfig.from_pretrained(name)
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    return auto.from_pretrained(name, dtype=dtype)
+
+
+def build_tiny_t5(params: StudentParams, tokenizer, seed: int) -> T5ForConditionalGeneration:
+    """A tiny encoder-decoder (T5) of the same size as the tiny GPT-2, from a config."""
+    set_seed(seed)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=params.tiny.n_embd,
+        d_kv=params.tiny.n_embd // params.tiny.n_head,
+        d_ff=4 * params.tiny.n_embd,
+        num_layers=params.tiny.n_layer,
+        num_heads=params.tiny.n_head,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    return T5ForConditionalGeneration(config)
+
+
 def load_pretrained(name: str, dtype: torch.dtype | None = None):
-    """Tokenizer and causal LM from a hub id or folder, with an error naming the parameter."""
+    """Tokenizer and model (causal or seq2seq) from a hub id or folder; errors name the parameter."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+        model = load_model(name, dtype=dtype)
     except (OSError, ValueError) as err:
         raise StudentLoadError(
             f"student.model = {name!r} could not be loaded ({type(err).__name__}: {err}). "
-            "Without internet, use 'tiny-gpt2' or a local folder with a saved model."
+            "Without internet, use 'tiny-gpt2', 'tiny-t5', 'smollm2-135m' or a local folder with a saved model."
         ) from None
-    if model.config.is_encoder_decoder:
-        raise StudentLoadError(f"student.model = {name!r} is an encoder-decoder; only causal LMs are supported so far")
     if tokenizer.pad_token is None:
         # Safe: labels are padded with -100 by position (not by token id), so EOS stays in the loss.
         tokenizer.pad_token = tokenizer.eos_token
@@ -86,6 +118,9 @@ def load_student(params: StudentParams, seed: int, corpus: Iterable[str] = ()):
     if params.model == TINY_GPT2:
         tokenizer = build_tiny_tokenizer(corpus, params.tiny.vocab_size)
         return build_tiny_gpt2(params, tokenizer, seed), tokenizer
+    if params.model == TINY_T5:
+        tokenizer = build_tiny_tokenizer(corpus, params.tiny.vocab_size)
+        return build_tiny_t5(params, tokenizer, seed), tokenizer
     try:
         local = resolve_pretrained(params.model)  # built-in names such as smollm2-135m
     except PretrainedUnavailable as err:
@@ -103,7 +138,7 @@ def wrap_lora(model, params: StudentParams):
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
+        task_type="SEQ_2_SEQ_LM" if is_encoder_decoder(model) else "CAUSAL_LM",
     )
     return get_peft_model(model, config)
 

@@ -20,7 +20,7 @@ from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, Train
 
 from ftcot.config import StudentParams
 from ftcot.formats import FORMAT_VERSION, student_prompt, student_target
-from ftcot.student import count_parameters, load_student, wrap_lora
+from ftcot.student import count_parameters, is_encoder_decoder, load_student, wrap_lora
 
 
 class EmptyTrainingSetError(ValueError):
@@ -34,25 +34,35 @@ class TokenizedExample:
     truncated: bool
 
 
-def tokenize_example(tokenizer, prompt: str, target: str, max_length: int) -> TokenizedExample:
-    """``prompt + target + EOS`` with the prompt masked out of the loss; cut at ``max_length``."""
+def tokenize_example(
+    tokenizer, prompt: str, target: str, max_length: int, encoder_decoder: bool = False
+) -> TokenizedExample:
+    """Decoder: ``prompt + target + EOS`` with the prompt masked out of the loss. Encoder-decoder:
+    ``prompt + EOS`` in, ``target + EOS`` as labels. Cut at ``max_length``."""
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     target_ids = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    if encoder_decoder:
+        source = [*prompt_ids, tokenizer.eos_token_id]
+        truncated = len(source) > max_length or len(target_ids) > max_length
+        return TokenizedExample(source[:max_length], target_ids[:max_length], truncated)
     input_ids = prompt_ids + target_ids
     labels = [-100] * len(prompt_ids) + target_ids
     truncated = len(input_ids) > max_length
     return TokenizedExample(input_ids[:max_length], labels[:max_length], truncated)
 
 
-def build_dataset(examples: Sequence[dict], variant: str, tokenizer, max_length: int) -> tuple[Dataset, int]:
+def build_dataset(
+    examples: Sequence[dict], variant: str, tokenizer, max_length: int, encoder_decoder: bool = False
+) -> tuple[Dataset, int]:
     """A ``datasets.Dataset`` of tokenized examples and the number that were truncated."""
     rows, truncated = [], 0
     for ex in examples:
         t = tokenize_example(
             tokenizer,
-            student_prompt(ex["question"]),
-            student_target(variant, ex["answer"], ex.get("rationale")),
+            student_prompt(ex["question"], encoder_decoder),
+            student_target(variant, ex["answer"], ex.get("rationale"), encoder_decoder),
             max_length,
+            encoder_decoder,
         )
         truncated += t.truncated
         rows.append({"input_ids": t.input_ids, "attention_mask": [1] * len(t.input_ids), "labels": t.labels})
@@ -134,10 +144,16 @@ def train_student(
             seed=seed,
             data_seed=seed,
             bf16=bf16,
+            # Without a GPU, say so: accelerate then runs several processes (torchrun) as DDP on
+            # gloo rather than as independent copies.
+            use_cpu=not torch.cuda.is_available(),
             dataloader_num_workers=0,
             dataloader_pin_memory=torch.cuda.is_available(),
         )
-        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+        # For encoder-decoders, the model makes decoder inputs from the labels (shifted right).
+        collator = DataCollatorForSeq2Seq(
+            tokenizer, model=model if is_encoder_decoder(model) else None, padding=True, label_pad_token_id=-100
+        )
         trainer = Trainer(
             model=model,
             args=args,
@@ -190,23 +206,25 @@ def finetune(
         for ex in train_examples
     ]
     model, tokenizer = load_student(params, seed, corpus=texts)
+    enc_dec = is_encoder_decoder(model)
     if params.method == "lora":
         model = wrap_lora(model, params)
     trainable, total = count_parameters(model)
 
-    train_ds, train_truncated = build_dataset(train_examples, variant, tokenizer, params.max_length)
-    val_ds, val_truncated = build_dataset(val_examples, variant, tokenizer, params.max_length)
+    train_ds, train_truncated = build_dataset(train_examples, variant, tokenizer, params.max_length, enc_dec)
+    val_ds, val_truncated = build_dataset(val_examples, variant, tokenizer, params.max_length, enc_dec)
     callbacks = [*callbacks, *([LiveCurves(live_dir)] if live_dir is not None else [])]
     result, state = train_student(model, tokenizer, train_ds, val_ds, params, seed, checkpoint_dir, callbacks)
     history = state.log_history
 
-    if params.method == "lora":
-        # Evaluation loads plain merged weights: one code path for every student.
-        model = model.merge_and_unload()
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
+    if state.is_world_process_zero:  # under torchrun / accelerate, one process writes
+        if params.method == "lora":
+            # Evaluation loads plain merged weights: one code path for every student.
+            model = model.merge_and_unload()
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
 
     curve = [
         {"step": h["step"], "epoch": _round(h["epoch"]), **{k: _round(h[k]) for k in ("loss", "eval_loss") if k in h}}
@@ -218,6 +236,7 @@ def finetune(
         "format_version": FORMAT_VERSION,
         "method": params.method,
         "model": params.model,
+        "architecture": "encoder-decoder" if enc_dec else "decoder",
         "train_examples": len(train_ds),
         "val_examples": len(val_ds),
         "truncated_train": train_truncated,

@@ -8,7 +8,7 @@
 import argparse
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from ftcot.config import load_params
 from ftcot.evaluation import EvaluationError, score_predictions, summarize_predictions
@@ -16,6 +16,7 @@ from ftcot.formats import student_prompt
 from ftcot.generation import generate_greedy
 from ftcot.io import read_jsonl, write_json, write_jsonl
 from ftcot.stage import log, run_stage
+from ftcot.student import is_encoder_decoder, load_model
 
 
 def main() -> None:
@@ -33,11 +34,12 @@ def main() -> None:
         raise EvaluationError(f"{args.test}: the test set is empty")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model).to(device)
+    model = load_model(args.model).to(device)
+    encoder_decoder = is_encoder_decoder(model)
     generations = generate_greedy(
         model,
         tokenizer,
-        [student_prompt(ex["question"]) for ex in test],
+        [student_prompt(ex["question"], encoder_decoder) for ex in test],
         batch_size=params.evaluate.batch_size,
         max_new_tokens=params.evaluate.max_new_tokens,
     )

@@ -3,14 +3,19 @@
     python stages/finetune.py --task coin_flip --variant ft_cot \
         --train data/split/coin_flip/train_ft_cot.jsonl --val data/split/coin_flip/val_ft_cot.jsonl \
         --out models/coin_flip/ft_cot --metrics metrics/finetune/coin_flip/ft_cot.json \
-        --live dvclive/coin_flip/ft_cot
+        --live curves/coin_flip/ft_cot
 
 A checkpoint is saved every epoch in $FTCOT_CACHE_DIR/checkpoints/ (outside DVC's outputs, which
 DVC deletes before a rerun): an interrupted stage resumes from it; it is removed once training
 ends. The saved model is the epoch with the lowest validation loss.
+
+Several processes (DDP; gloo on CPU, NCCL on GPUs): prefix the command with
+`torchrun --nproc_per_node N` or `accelerate launch --num_processes N`; student.batch_size is
+per process.
 """
 
 import argparse
+import os
 import shutil
 
 from ftcot.config import load_params
@@ -45,6 +50,8 @@ def main() -> None:
     metrics, _ = finetune(
         train, val, args.variant, params.student, params.seed, args.out, args.task, checkpoints, args.live
     )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun / accelerate launch, rank 0 writes the outputs
     shutil.rmtree(checkpoints, ignore_errors=True)
     write_json(args.metrics, metrics)
     if metrics["truncated_train"]:

@@ -247,3 +247,110 @@ def test_model_is_selected_on_validation_loss_and_curves_go_to_dvclive(tmp_path)
     summary = json.loads((live / "metrics.json").read_text())
     assert "train" in summary and "eval" in summary
     assert str(tmp_path) not in "".join(f.read_text() for f in live.rglob("*") if f.is_file())
+
+
+def test_encoder_decoder_student_full_and_lora(tmp_path):
+    from ftcot.student import is_encoder_decoder, load_model
+
+    data = [
+        {"id": str(i), "question": q, "answer": a, "rationale": None}
+        for i, (q, a) in enumerate([("Red?", "yes"), ("Blue?", "no")] * 8)
+    ]
+    p = params(model="tiny-t5", epochs=40, learning_rate=1e-2, warmup_ratio=0.0, tiny={**TINY, "n_embd": 64})
+    metrics, _ = finetune(data, data[:2], "vanilla", p, seed=0, output_dir=tmp_path / "m")
+    assert metrics["architecture"] == "encoder-decoder"
+    model = load_model(tmp_path / "m")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "m")
+    assert is_encoder_decoder(model) and type(model).__name__ == "T5ForConditionalGeneration"
+    prompts = [student_prompt("Red?", True), student_prompt("Blue?", True)]
+    out = generate_greedy(model, tok, prompts, batch_size=2, max_new_tokens=16)
+    assert [o["text"] for o in out] == ["yes", "no"] and not any(o["truncated"] for o in out)
+    assert out == [generate_greedy(model, tok, [q], batch_size=1, max_new_tokens=16)[0] for q in prompts]
+
+    lora = params(
+        model="tiny-t5", method="lora", lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q", "v"]}
+    )
+    metrics, _ = finetune(examples(), examples(2), "ft_cot", lora, seed=0, output_dir=tmp_path / "l")
+    assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
+    assert not (tmp_path / "l" / "adapter_config.json").exists() and is_encoder_decoder(load_model(tmp_path / "l"))
+
+
+def test_encoder_decoder_format():
+    from ftcot.formats import student_target
+
+    assert student_prompt("Is it? ", True) == "Is it?"
+    assert student_target("ft_cot", "yes", "Because.", True) == "Because. --> yes"
+    assert student_target("vanilla", "yes", None, True) == "yes"
+    tok = build_tiny_tokenizer(["Is it? Because. --> yes"], 300)
+    ex = tokenize_example(tok, "Is it?", "Because. --> yes", 64, encoder_decoder=True)
+    assert ex.input_ids[-1] == ex.labels[-1] == tok.eos_token_id and -100 not in ex.labels
+
+
+def test_evaluate_stage_on_an_encoder_decoder_student(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    data = [
+        {"id": str(i), "question_id": str(i), "question": q, "answer": a, "answer_type": "yes_no", "rationale": None}
+        for i, (q, a) in enumerate([("Red?", "yes"), ("Blue?", "no")] * 8)
+    ]
+    p = params(model="tiny-t5", epochs=40, learning_rate=1e-2, warmup_ratio=0.0, tiny={**TINY, "n_embd": 64})
+    finetune(data, [], "vanilla", p, seed=0, output_dir=tmp_path / "m")
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data[:2]))
+    cmd = [sys.executable, str(repo / "stages/evaluate.py"), "--variant", "vanilla", "--model", str(tmp_path / "m")]
+    cmd += ["--test", str(tmp_path / "test.jsonl"), "--predictions", str(tmp_path / "p.jsonl")]
+    cmd += ["--metrics", str(tmp_path / "e.json")]
+    done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "e.json").read_text())["accuracy"] == 1.0
+
+
+@pytest.mark.slow
+def test_two_processes_reach_the_result_of_one(tmp_path):
+    """DDP on CPU (gloo, torchrun): 2 processes x batch 4 against 1 process x batch 8, same data
+    and epochs. The sampler orders batches differently, so equal is 'within 10% in loss'."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    rows = [{**e, "question_id": e["id"]} for e in examples(32)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:24]))
+    (tmp_path / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[24:]))
+    base = yaml.safe_load((repo / "params.yaml").read_text())
+    env = {**os.environ, "FTCOT_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    results = {}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for name, launcher, batch in (
+        ("one", [sys.executable], 8),
+        (
+            "two",
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)],
+            4,
+        ),
+    ):
+        work = tmp_path / name
+        work.mkdir()
+        base["student"].update(
+            {"tiny": TINY, "epochs": 3, "batch_size": batch, "learning_rate": 3e-3, "max_length": 64}
+        )
+        (work / "params.yaml").write_text(yaml.safe_dump(base))
+        cmd = [*launcher, str(repo / "stages/finetune.py"), "--task", "t", "--variant", "ft_cot"]
+        cmd += ["--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl")]
+        cmd += ["--out", "model", "--metrics", "m.json", "--live", "live"]
+        done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[name] = json.loads((work / "m.json").read_text())
+    one, two = results["one"], results["two"]
+    assert one["steps"] == two["steps"] == 9  # 24 examples, global batch 8, 3 epochs
+    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=0.10)
+    assert two["best_eval_loss"] == pytest.approx(one["best_eval_loss"], rel=0.10)
+    assert (tmp_path / "two" / "model" / "model.safetensors").exists()
