@@ -211,6 +211,8 @@ class StudentParams(Section):
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     max_length: int = Field(256, ge=16, description="Tokens per example; longer ones are cut.")
+    val_accuracy: bool = Field(True, description="Decode the validation set after each epoch and log its accuracy.")
+    val_max_new_tokens: int = Field(128, ge=1, description="Generation limit of that validation decoding.")
 
 
 class EvaluateParams(Section):

@@ -20,7 +20,18 @@ def generate_greedy(
     completion ``text`` (special tokens removed), its token count and whether it hit
     ``max_new_tokens`` (or the end of the model's context) without EOS (``truncated``).
     """
+    original_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
+    try:
+        return _generate(model, tokenizer, prompts, batch_size, max_new_tokens, desc)
+    finally:
+        # The tokenizer may be a training collator's too (validation during training), which
+        # must keep padding on the right.
+        tokenizer.padding_side = original_side
+
+
+def _generate(model, tokenizer, prompts: Sequence[str], batch_size: int, max_new_tokens: int, desc: str) -> list[dict]:
+    was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -55,4 +66,5 @@ def generate_greedy(
                 "generated_tokens": len(tokens),
                 "truncated": not stopped,
             }
+    model.train(was_training)
     return [r for r in results if r is not None]

@@ -69,6 +69,32 @@ def build_dataset(
     return Dataset.from_list(rows), truncated
 
 
+class ValidationAccuracy(TrainerCallback):
+    """Greedy-decodes the validation questions after each evaluation and scores them with the
+    answer rules: the accuracy the test will measure, tracked on validation data only."""
+
+    def __init__(self, examples: Sequence[dict], variant: str, tokenizer, encoder_decoder: bool, max_new_tokens: int):
+        self.examples = list(examples)
+        self.variant = variant
+        self.tokenizer = tokenizer
+        self.encoder_decoder = encoder_decoder
+        self.max_new_tokens = max_new_tokens
+        self.history: list[dict] = []
+
+    def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs) -> None:
+        from ftcot.evaluation import score_predictions, summarize_predictions
+        from ftcot.generation import generate_greedy
+
+        prompts = [student_prompt(ex["question"], self.encoder_decoder) for ex in self.examples]
+        generations = generate_greedy(
+            model, self.tokenizer, prompts, args.per_device_eval_batch_size, self.max_new_tokens, desc="validation"
+        )
+        accuracy = summarize_predictions(score_predictions(self.examples, generations, self.variant))["accuracy"]
+        self.history.append({"step": state.global_step, "epoch": _round(state.epoch), "accuracy": accuracy})
+        if metrics is not None:
+            metrics["eval_accuracy"] = accuracy  # read by LiveCurves.on_evaluate
+
+
 class LiveCurves(TrainerCallback):
     """Training curves to DVCLive: loss, learning rate and validation loss by step. Only these
     (no timings, no machine paths), so the files are the same on every run."""
@@ -92,6 +118,13 @@ class LiveCurves(TrainerCallback):
             self.live.step = state.global_step
             for name, value in values.items():
                 self.live.log_metric(name, round(float(value), 6))
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs) -> None:
+        # The validation accuracy is added to the metrics after they were logged (see
+        # ValidationAccuracy, which runs first): record it here.
+        if state.is_world_process_zero and metrics and "eval_accuracy" in metrics:
+            self.live.step = state.global_step
+            self.live.log_metric("eval/accuracy", round(float(metrics["eval_accuracy"]), 6))
 
     def on_train_end(self, args, state, control, **kwargs) -> None:
         if state.is_world_process_zero:
@@ -213,7 +246,10 @@ def finetune(
 
     train_ds, train_truncated = build_dataset(train_examples, variant, tokenizer, params.max_length, enc_dec)
     val_ds, val_truncated = build_dataset(val_examples, variant, tokenizer, params.max_length, enc_dec)
-    callbacks = [*callbacks, *([LiveCurves(live_dir)] if live_dir is not None else [])]
+    accuracy = ValidationAccuracy(val_examples, variant, tokenizer, enc_dec, params.val_max_new_tokens)
+    # Order matters: the accuracy is added to the evaluation's metrics before LiveCurves reads them.
+    callbacks = [*callbacks, *([accuracy] if val_examples and params.val_accuracy else [])]
+    callbacks += [LiveCurves(live_dir)] if live_dir is not None else []
     result, state = train_student(model, tokenizer, train_ds, val_ds, params, seed, checkpoint_dir, callbacks)
     history = state.log_history
 
@@ -248,6 +284,7 @@ def finetune(
         "selected_on": "validation loss" if eval_losses else "last epoch",
         "best_eval_loss": _round(state.best_metric) if eval_losses else None,
         "best_step": _step_of(state.best_model_checkpoint) if eval_losses else result.global_step,
+        "val_accuracy_by_epoch": accuracy.history,
         "trainable_parameters": trainable,
         "total_parameters": total,
     }

@@ -25,6 +25,7 @@ def examples(n=12):
                 "question_id": f"q{i}",
                 "question": f"Coin {i} is flipped {flips} times. Heads?",
                 "answer": "yes" if flips % 2 == 0 else "no",
+                "answer_type": "yes_no",
                 "rationale": f"It is flipped {flips} times, which is {'even' if flips % 2 == 0 else 'odd'}.",
             }
         )
@@ -91,7 +92,7 @@ def test_lora_trains_adapters_only_and_merged_logits_match():
 
 def test_trained_student_learns_to_stop(tmp_path):
     data = [
-        {"id": str(i), "question": q, "answer": a, "rationale": None}
+        {"id": str(i), "question": q, "answer": a, "answer_type": "yes_no", "rationale": None}
         for i, (q, a) in enumerate([("Red?", "yes"), ("Blue?", "no")] * 8)
     ]
     p = params(epochs=40, learning_rate=1e-2, warmup_ratio=0.0, tiny={**TINY, "n_embd": 64})
@@ -172,7 +173,13 @@ def test_lora_fine_tune_of_pretrained_smollm2_on_cpu(tmp_path, monkeypatch):
 
     records = generate_records(get_task("coin_flip"), 20, 0, 0.7)
     data = [
-        {"id": r["id"], "question": r["question"], "answer": r["answer"], "rationale": "Count the flips."}
+        {
+            "id": r["id"],
+            "question": r["question"],
+            "answer": r["answer"],
+            "answer_type": "yes_no",
+            "rationale": "Count the flips.",
+        }
         for r in records
     ]
     p = params(
@@ -244,6 +251,10 @@ def test_model_is_selected_on_validation_loss_and_curves_go_to_dvclive(tmp_path)
     loss_tsv = (live / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
     assert loss_tsv[0].split("\t")[:2] == ["step", "loss"] and len(loss_tsv) > 2
     assert len((live / "plots" / "metrics" / "eval" / "loss.tsv").read_text().splitlines()) == 1 + 4
+    accuracy_rows = (live / "plots" / "metrics" / "eval" / "accuracy.tsv").read_text().splitlines()[1:]
+    assert len(accuracy_rows) == 4 and len(metrics["val_accuracy_by_epoch"]) == 4
+    assert [float(r.split("\t")[1]) for r in accuracy_rows] == [h["accuracy"] for h in metrics["val_accuracy_by_epoch"]]
+    assert all(0.0 <= h["accuracy"] <= 1.0 for h in metrics["val_accuracy_by_epoch"])
     summary = json.loads((live / "metrics.json").read_text())
     assert "train" in summary and "eval" in summary
     assert str(tmp_path) not in "".join(f.read_text() for f in live.rglob("*") if f.is_file())
@@ -253,7 +264,7 @@ def test_encoder_decoder_student_full_and_lora(tmp_path):
     from ftcot.student import is_encoder_decoder, load_model
 
     data = [
-        {"id": str(i), "question": q, "answer": a, "rationale": None}
+        {"id": str(i), "question": q, "answer": a, "answer_type": "yes_no", "rationale": None}
         for i, (q, a) in enumerate([("Red?", "yes"), ("Blue?", "no")] * 8)
     ]
     p = params(model="tiny-t5", epochs=40, learning_rate=1e-2, warmup_ratio=0.0, tiny={**TINY, "n_embd": 64})
