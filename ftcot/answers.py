@@ -10,8 +10,14 @@ Three modes:
 - ``student``: a Fine-tune-CoT completion ``<rationale> --> <answer>``; the answer is read after
   the first ``-->`` only, so a student that did not learn the format scores as unparseable.
 - ``direct``: a vanilla student's completion, which is the answer itself.
+- ``cot``: a prompted chain of thought (zero- or few-shot-CoT); the answer is read after the last
+  answer trigger (``Therefore, the answer ... is``), and there is none without a trigger.
 
 Not finding an answer is a value (``None``), counted as a parse failure, never an exception.
+
+Beside these strict rules, ``FLEXIBLE_RULES`` read the *last* answer-like span anywhere in a
+completion (as lm-evaluation-harness's "flexible-extract"): a student that learned the answer
+but not the ``-->`` format scores under flexible, not under strict.
 """
 
 from __future__ import annotations
@@ -19,15 +25,15 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from ftcot.prompts import ANSWER_TRIGGERS
 
-RULES_VERSION = 2
+RULES_VERSION = 3
 STUDENT_ANSWER_MARKER = "-->"
 
-Mode = Literal["teacher", "student", "direct"]
+Mode = Literal["teacher", "student", "direct", "cot"]
 
 
 def canonical_number(text: str) -> str | None:
@@ -46,6 +52,7 @@ def canonical_number(text: str) -> str | None:
 TEXT_FILTERS: dict[str, Callable[[str], str]] = {
     "first_line": lambda s: s.strip().split("\n", 1)[0],
     "drop_quotes_periods_spaces": lambda s: re.sub(r"[\"'.\s]", "", s),
+    "drop_quotes_periods": lambda s: re.sub(r"[\"'.]", "", s),
     "drop_commas": lambda s: s.replace(",", ""),
     "lower": str.lower,
     "strip": str.strip,
@@ -98,6 +105,14 @@ RULES: dict[str, AnswerRule] = {
 }
 
 
+# Flexible scoring: the last span of the answer's shape anywhere in the text. Letters are the
+# last word (quotes and periods dropped); the others are their strict pattern, taken last.
+FLEXIBLE_RULES: dict[str, AnswerRule] = {
+    **{name: replace(rule, select="last") for name, rule in RULES.items() if name != "letters"},
+    "letters": AnswerRule(pattern=r"([a-z]+)", select="last", before=("drop_quotes_periods",), after=("lower",)),
+}
+
+
 def _apply(names: tuple[str, ...], text: str) -> str:
     for name in names:
         text = TEXT_FILTERS[name](text)
@@ -124,14 +139,44 @@ def extract_answer(text: str, answer_type: str, mode: Mode) -> str | None:
         for trigger in ANSWER_TRIGGERS.values():
             if trigger in text:
                 text = text.rsplit(trigger, 1)[1]
+    elif mode == "cot":
+        trigger = ANSWER_TRIGGERS[answer_type]
+        if trigger not in text:
+            return None
+        text = text.rsplit(trigger, 1)[1]
     elif mode != "direct":
-        raise ValueError(f"mode must be 'teacher', 'student' or 'direct', got {mode!r}")
+        raise ValueError(f"mode must be 'teacher', 'student', 'direct' or 'cot', got {mode!r}")
     matches = list(re.finditer(rule.pattern, _apply(rule.before, text), rule.flags))
     if not matches:
         return None
     match = matches[0] if rule.select == "first" else matches[-1]
     answer = _apply(rule.after, match.group(rule.group))
     return answer or None
+
+
+def _matches(rule: AnswerRule, text: str) -> list[str]:
+    found = (
+        _apply(rule.after, m.group(rule.group))
+        for m in re.finditer(rule.pattern, _apply(rule.before, text), rule.flags)
+    )
+    return [a for a in found if a]
+
+
+def _flexible_rule(answer_type: str) -> AnswerRule:
+    get_rule(answer_type)  # the same error for an unknown type
+    return FLEXIBLE_RULES[answer_type]
+
+
+def extract_flexible(text: str, answer_type: str) -> str | None:
+    """The last answer-like span anywhere in ``text`` (``FLEXIBLE_RULES``), or ``None``."""
+    found = _matches(_flexible_rule(answer_type), text)
+    return found[-1] if found else None
+
+
+def contains_answer(text: str, gold: str, answer_type: str) -> bool:
+    """Whether any answer-like span of ``text`` equals the gold answer: the student said it
+    somewhere, whether or not it ended on it."""
+    return any(is_correct(a, gold, answer_type) for a in _matches(_flexible_rule(answer_type), text))
 
 
 def normalize_gold(answer: str, answer_type: str) -> str:

@@ -216,10 +216,42 @@ class StudentParams(Section):
 
 
 class EvaluateParams(Section):
-    """``evaluate``: greedy decoding of the test set (stage ``evaluate``)."""
+    """``evaluate``: decoding and scoring of the test set (stages ``evaluate`` and ``prompt``)."""
 
-    batch_size: int = Field(32, ge=1)
-    max_new_tokens: int = Field(128, ge=1)
+    batch_size: int = Field(32, ge=1, description="Sequences decoded at once.")
+    max_new_tokens: int = Field(128, ge=1, description="Generation limit per completion.")
+    samples: int = Field(
+        0, ge=0, description="Self-consistency: completions sampled per question for a majority vote; 0: off."
+    )
+    temperature: float = Field(0.7, gt=0.0, le=2.0, description="Sampling temperature of those completions.")
+    few_shot_k: int = Field(4, ge=1, description="Worked examples in a few-shot-CoT prompt.")
+
+    @field_validator("samples")
+    @classmethod
+    def _a_vote_needs_two(cls, samples: int) -> int:
+        if samples == 1:
+            raise ValueError("a majority vote needs at least 2 samples (0 turns self-consistency off)")
+        return samples
+
+
+class MethodsParams(Section):
+    """``methods``: the rows of the paper's table that run."""
+
+    finetune: list[Literal["ft_cot", "vanilla"]] = Field(
+        ["ft_cot", "vanilla"], description="Fine-tuned students (ft_cot with diversity > 1: diverse reasoning)."
+    )
+    prompting: list[Literal["zero_shot", "zero_shot_cot", "few_shot_cot"]] = Field(
+        [], description="The pretrained student prompted before fine-tuning."
+    )
+
+    @model_validator(mode="after")
+    def _some_method_once(self) -> MethodsParams:
+        listed = [*self.finetune, *self.prompting]
+        if not listed:
+            raise ValueError("no method to run: list at least one in methods.finetune or methods.prompting")
+        if len(set(listed)) != len(listed):
+            raise ValueError(f"a method is listed twice: {listed}")
+        return self
 
 
 class ReportParams(Section):
@@ -238,7 +270,17 @@ class Params(Section):
     split: SplitParams = SplitParams()
     student: StudentParams = StudentParams()
     evaluate: EvaluateParams = EvaluateParams()
+    methods: MethodsParams = MethodsParams()
     report: ReportParams = ReportParams()
+
+    @model_validator(mode="after")
+    def _prompting_needs_pretrained(self) -> Params:
+        if self.methods.prompting and self.student.model in ("tiny-gpt2", "tiny-t5"):
+            raise ValueError(
+                f"methods.prompting {self.methods.prompting} needs a pretrained student, but student.model "
+                f"is {self.student.model!r} (trained from scratch); use e.g. smollm2-135m, or prompting: []"
+            )
+        return self
 
 
 def _format_error(path: Path, err: ValidationError) -> str:

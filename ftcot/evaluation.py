@@ -1,10 +1,14 @@
-"""Scoring student predictions on the test set."""
+"""Scoring predictions on the test set: strict and flexible, with confidence intervals and an
+optional self-consistency vote."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
-from ftcot.answers import RULES_VERSION, extract_answer, is_correct
+from scipy.stats import binomtest
+
+from ftcot.answers import RULES_VERSION, contains_answer, extract_answer, extract_flexible, is_correct
 from ftcot.formats import answer_mode
 
 
@@ -12,47 +16,135 @@ class EvaluationError(ValueError):
     """Predictions and the test set do not belong together, or there is nothing to score."""
 
 
-def score_predictions(test: Sequence[dict], generations: Sequence[dict], variant: str) -> list[dict]:
-    """One prediction record per test example: question, gold, generated text, parsed answer."""
+def majority_vote(answers: Sequence[str | None]) -> str | None:
+    """The most common parsed answer; ties go to the one seen first; ``None`` if none parsed."""
+    votes = Counter(a for a in answers if a is not None)
+    return votes.most_common(1)[0][0] if votes else None
+
+
+def score_predictions(
+    test: Sequence[dict],
+    generations: Sequence[dict],
+    method: str,
+    samples: Sequence[Sequence[dict]] | None = None,
+) -> list[dict]:
+    """One prediction record per test example, in the test set's order.
+
+    ``prediction``/``correct``: strict (the method's format, e.g. after ``-->``);
+    ``flexible_prediction``/``flexible_correct``: the last answer-like span anywhere;
+    ``contains_answer``: the gold answer appears among the answer-like spans. With ``samples``
+    (k sampled completions per question), ``votes`` and the majority ``vote``/``vote_correct``.
+    """
     if not test:
         raise EvaluationError("the test set is empty: nothing to evaluate")
     if len(test) != len(generations):
         raise EvaluationError(f"{len(generations)} generations for {len(test)} test examples")
-    mode = answer_mode(variant)
+    if samples is not None and len(samples) != len(test):
+        raise EvaluationError(f"{len(samples)} sample sets for {len(test)} test examples")
+    mode = answer_mode(method)
     records = []
-    for ex, gen in zip(test, generations, strict=True):
-        prediction = extract_answer(gen["text"], ex["answer_type"], mode)
-        records.append(
-            {
-                "id": ex["id"],
-                "question": ex["question"],
-                "answer": ex["answer"],
-                "generated": gen["text"],
-                "generated_tokens": gen["generated_tokens"],
-                "truncated": gen["truncated"],
-                "prediction": prediction,
-                "correct": is_correct(prediction, ex["answer"], ex["answer_type"]),
-            }
-        )
+    for i, (ex, gen) in enumerate(zip(test, generations, strict=True)):
+        gold, answer_type, text = ex["answer"], ex["answer_type"], gen["text"]
+        prediction = extract_answer(text, answer_type, mode)
+        flexible = extract_flexible(text, answer_type)
+        record = {
+            "id": ex["id"],
+            "question": ex["question"],
+            "answer": gold,
+            "generated": text,
+            "generated_tokens": gen["generated_tokens"],
+            "truncated": gen["truncated"],
+            "prediction": prediction,
+            "correct": is_correct(prediction, gold, answer_type),
+            "flexible_prediction": flexible,
+            "flexible_correct": is_correct(flexible, gold, answer_type),
+            "contains_answer": contains_answer(text, gold, answer_type),
+        }
+        if samples is not None:
+            votes = [extract_answer(s["text"], answer_type, mode) for s in samples[i]]
+            record["samples"] = [s["text"] for s in samples[i]]
+            record["votes"] = votes
+            record["vote"] = majority_vote(votes)
+            record["vote_correct"] = is_correct(record["vote"], gold, answer_type)
+        records.append(record)
     return records
 
 
+def accuracy_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (sound near 0 and 1, unlike the normal one)."""
+    ci = binomtest(correct, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return round(float(ci.low), 6), round(float(ci.high), 6)
+
+
+def _rate(count: int, n: int) -> float:
+    return round(count / n, 6)
+
+
 def summarize_predictions(predictions: Sequence[dict], test_ids: Sequence[str] | None = None) -> dict:
-    """Accuracy and parse rate, with the counts behind them."""
+    """Accuracy (strict, with its 95% interval, and flexible), parse rate, contains-answer rate,
+    generated length and truncations, plus the self-consistency vote when there was one."""
     if not predictions:
         raise EvaluationError("no predictions to summarize")
-    if test_ids is not None and sorted(test_ids) != sorted(p["id"] for p in predictions):
-        raise EvaluationError("prediction ids do not match the test set ids")
+    if test_ids is not None:
+        ids = [p["id"] for p in predictions]
+        missing = sorted(set(test_ids) - set(ids))
+        extra = sorted(set(ids) - set(test_ids))
+        if missing or extra or len(ids) != len(test_ids):
+            raise EvaluationError(
+                "prediction ids do not match the test set ids: "
+                f"{len(missing)} missing (e.g. {missing[:3]}), {len(extra)} unknown (e.g. {extra[:3]}), "
+                f"{len(ids)} predictions for {len(test_ids)} test examples"
+            )
     n = len(predictions)
     correct = sum(p["correct"] for p in predictions)
     parsed = sum(p["prediction"] is not None for p in predictions)
-    return {
+    low, high = accuracy_interval(correct, n)
+    summary = {
         "rules_version": RULES_VERSION,
         "n": n,
         "correct": correct,
-        "accuracy": round(correct / n, 6),
+        "accuracy": _rate(correct, n),
+        "accuracy_ci_low": low,
+        "accuracy_ci_high": high,
+        "flexible_accuracy": _rate(sum(p["flexible_correct"] for p in predictions), n),
+        "contains_answer": _rate(sum(p["contains_answer"] for p in predictions), n),
         "invalid": n - parsed,
-        "parse_rate": round(parsed / n, 6),
+        "parse_rate": _rate(parsed, n),
         "truncated": sum(p["truncated"] for p in predictions),
         "mean_generated_tokens": round(sum(p["generated_tokens"] for p in predictions) / n, 3),
     }
+    if all("vote" in p for p in predictions):
+        vote_correct = sum(p["vote_correct"] for p in predictions)
+        low, high = accuracy_interval(vote_correct, n)
+        summary["self_consistency"] = {
+            "samples": len(predictions[0]["votes"]),
+            "accuracy": _rate(vote_correct, n),
+            "accuracy_ci_low": low,
+            "accuracy_ci_high": high,
+            "parse_rate": _rate(sum(p["vote"] is not None for p in predictions), n),
+        }
+    return summary
+
+
+def check_predictions_file(predictions: Sequence[dict], test: Sequence[dict], path: str) -> None:
+    """A predictions file read back (e.g. by the report) must cover exactly the test set."""
+    if not test:
+        raise EvaluationError(f"{path}: the test set is empty")
+    try:
+        summarize_predictions(predictions, [ex["id"] for ex in test])
+    except EvaluationError as err:
+        raise EvaluationError(f"{path}: {err}") from None
+
+
+def describe_metrics(metrics: dict) -> str:
+    """One line for the log."""
+    line = (
+        f"accuracy {metrics['accuracy']:.3f} ({metrics['correct']}/{metrics['n']}, 95% CI "
+        f"{metrics['accuracy_ci_low']:.3f}-{metrics['accuracy_ci_high']:.3f}), "
+        f"flexible {metrics['flexible_accuracy']:.3f}, parse rate {metrics['parse_rate']:.3f}, "
+        f"truncated {metrics['truncated']}"
+    )
+    if "self_consistency" in metrics:
+        sc = metrics["self_consistency"]
+        line += f"; self-consistency ({sc['samples']} samples) {sc['accuracy']:.3f}"
+    return line

@@ -37,4 +37,6 @@ def student_target(variant: str, answer: str, rationale: str | None = None, enco
 
 def answer_mode(variant: str) -> str:
     """How ``ftcot.answers.extract_answer`` reads this variant's completions."""
-    return {"ft_cot": "student", "vanilla": "direct"}[variant]
+    from ftcot.methods import get_method
+
+    return get_method(variant).mode

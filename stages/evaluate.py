@@ -1,4 +1,5 @@
-"""Stage evaluate: greedy decoding of the test set by a fine-tuned student, and its accuracy.
+"""Stage evaluate: a fine-tuned student decodes the test set (greedy, batched); strict and flexible
+accuracy, and with evaluate.samples = k a self-consistency vote over k sampled completions.
 
     python stages/evaluate.py --variant ft_cot --model models/coin_flip/ft_cot \
         --test data/split/coin_flip/test.jsonl \
@@ -11,9 +12,9 @@ import torch
 from transformers import AutoTokenizer
 
 from ftcot.config import load_params
-from ftcot.evaluation import EvaluationError, score_predictions, summarize_predictions
+from ftcot.evaluation import EvaluationError, describe_metrics, score_predictions, summarize_predictions
 from ftcot.formats import student_prompt
-from ftcot.generation import generate_greedy
+from ftcot.generation import generate_greedy, generate_samples
 from ftcot.io import read_jsonl, write_json, write_jsonl
 from ftcot.stage import log, run_stage
 from ftcot.student import is_encoder_decoder, load_model
@@ -36,24 +37,26 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = load_model(args.model).to(device)
     encoder_decoder = is_encoder_decoder(model)
-    generations = generate_greedy(
-        model,
-        tokenizer,
-        [student_prompt(ex["question"], encoder_decoder) for ex in test],
-        batch_size=params.evaluate.batch_size,
-        max_new_tokens=params.evaluate.max_new_tokens,
-    )
-    predictions = score_predictions(test, generations, args.variant)
+    evaluate = params.evaluate
+    prompts = [student_prompt(ex["question"], encoder_decoder) for ex in test]
+    generations = generate_greedy(model, tokenizer, prompts, evaluate.batch_size, evaluate.max_new_tokens)
+    samples = None
+    if evaluate.samples:
+        samples = generate_samples(
+            model,
+            tokenizer,
+            prompts,
+            evaluate.batch_size,
+            evaluate.max_new_tokens,
+            num_samples=evaluate.samples,
+            temperature=evaluate.temperature,
+            seed=params.seed,
+        )
+    predictions = score_predictions(test, generations, args.variant, samples)
     metrics = summarize_predictions(predictions, [ex["id"] for ex in test])
     write_jsonl(args.predictions, predictions)
-    write_json(args.metrics, {"variant": args.variant, **metrics})
-    log.info(
-        "accuracy %.3f (%d/%d), parse rate %.3f",
-        metrics["accuracy"],
-        metrics["correct"],
-        metrics["n"],
-        metrics["parse_rate"],
-    )
+    write_json(args.metrics, {"method": args.variant, **metrics})
+    log.info("%s", describe_metrics(metrics))
 
 
 if __name__ == "__main__":

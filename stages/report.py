@@ -1,50 +1,127 @@
-"""Stage report: the summary table (metrics/summary.json), report.md and its plot.
+"""Stage report: the paper's table and everything around it.
 
     python stages/report.py --teach-metrics metrics/teach --filter-metrics metrics/filter \
-        --eval-metrics metrics/evaluate \
-        --kept data/filter --predictions data/evaluate --summary metrics/summary.json --out-dir report
+        --eval-metrics metrics/evaluate --teach data/teach --predictions data/evaluate \
+        --split data/split --curves curves --diversity metrics/diversity.json \
+        --summary metrics/summary.json --out-dir report
 
-For every task in data.tasks, reads <teach-metrics>/<task>.json, <filter-metrics>/<task>.json,
-<eval-metrics>/<task>/<variant>.json, <kept>/<task>.jsonl and <predictions>/<task>/ft_cot.jsonl.
+Writes metrics/summary.json (for `dvc metrics diff`) and, in the output folder, report.md,
+report.html (self-contained: images inline), accuracy.png (a bar chart per task),
+curves_<task>.png (training curves), diversity.png (when a sweep is recorded) and
+accuracy.json (the rows of `dvc plots`). Every method listed in params.yaml `methods` must have
+been evaluated, on exactly the task's test set.
 """
 
 import argparse
+import shutil
 from pathlib import Path
 
 from ftcot.config import load_params
-from ftcot.formats import VARIANTS
-from ftcot.io import read_json, read_jsonl, write_json
-from ftcot.report import build_summary, plot_accuracy, render_markdown
-from ftcot.stage import run_stage
+from ftcot.evaluation import EvaluationError, check_predictions_file
+from ftcot.filtering import judge_rationales
+from ftcot.io import DataError, read_json, read_jsonl, write_json
+from ftcot.report import (
+    ReportError,
+    accuracy_rows,
+    build_summary,
+    plot_accuracy,
+    plot_diversity,
+    plot_training_curves,
+    read_curve,
+    render_html,
+    render_markdown,
+)
+from ftcot.stage import log, run_stage
+from ftcot.tasks import get_task
 
-PLOT_NAME = "accuracy.png"
+CURVE_KEYS = ("train/loss", "eval/loss", "eval/accuracy")
+
+
+def _read_metrics(path: Path, why: str) -> dict:
+    if not path.is_file():
+        raise ReportError(f"{path}: missing ({why}); run `dvc repro` to produce it")
+    return read_json(path)
+
+
+def _curves(curves_dir: Path, task: str, methods: list[str]) -> dict:
+    found = {}
+    for method in methods:
+        root = curves_dir / task / method / "plots" / "metrics"
+        found[method] = {k: read_curve(root / f"{k}.tsv") for k in CURVE_KEYS if (root / f"{k}.tsv").is_file()}
+    return {m: c for m, c in found.items() if c}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teach-metrics", required=True, type=Path)
-    parser.add_argument("--filter-metrics", required=True, type=Path)
-    parser.add_argument("--eval-metrics", required=True, type=Path)
-    parser.add_argument("--kept", required=True, type=Path)
-    parser.add_argument("--predictions", required=True, type=Path)
+    for name in ("teach-metrics", "filter-metrics", "eval-metrics", "teach", "predictions", "split", "curves"):
+        parser.add_argument(f"--{name}", required=True, type=Path)
+    parser.add_argument("--diversity", required=True, type=Path, help="recorded sweep (scripts/diversity_sweep.py)")
     parser.add_argument("--summary", required=True)
     parser.add_argument("--out-dir", required=True, type=Path)
     args = parser.parse_args()
 
     params = load_params()
     tasks = params.data.tasks
-    teach_metrics = {t: read_json(args.teach_metrics / f"{t}.json") for t in tasks}
-    filter_metrics = {t: read_json(args.filter_metrics / f"{t}.json") for t in tasks}
-    eval_metrics = {t: {v: read_json(args.eval_metrics / t / f"{v}.json") for v in VARIANTS} for t in tasks}
-    samples = {t: read_jsonl(args.kept / f"{t}.jsonl")[: params.report.num_samples] for t in tasks}
-    student_samples = {t: read_jsonl(args.predictions / t / "ft_cot.jsonl")[: params.report.num_samples] for t in tasks}
+    methods = [*params.methods.prompting, *params.methods.finetune]
+    teach_metrics = {t: _read_metrics(args.teach_metrics / f"{t}.json", "stage teach") for t in tasks}
+    filter_metrics = {t: _read_metrics(args.filter_metrics / f"{t}.json", "stage filter") for t in tasks}
+    eval_metrics = {
+        t: {
+            m: _read_metrics(args.eval_metrics / t / f"{m}.json", f"method {m} in params.yaml methods") for m in methods
+        }
+        for t in tasks
+    }
+    k = params.report.num_samples
+    teacher_samples, student_samples = {}, {}
+    for t in tasks:
+        test = read_jsonl(args.split / t / "test.jsonl", required=("id",))
+        predictions = {}
+        for m in methods:
+            path = args.predictions / t / f"{m}.jsonl"
+            predictions[m] = read_jsonl(path, required=("id", "correct", "prediction", "generated"))
+            check_predictions_file(predictions[m], test, str(path))
+        judged = judge_rationales(read_jsonl(args.teach / f"{t}.jsonl"))
+        teacher_samples[t] = {
+            "kept": [r for r in judged if r["correct"]][:k],
+            "dropped": [r for r in judged if not r["correct"]][:k],
+        }
+        if "ft_cot" in predictions:
+            student_samples[t] = {
+                "correct": [p for p in predictions["ft_cot"] if p["correct"]][:k],
+                "wrong": [p for p in predictions["ft_cot"] if not p["correct"]][:k],
+            }
 
-    summary = build_summary(tasks, filter_metrics, eval_metrics, params.diversity, teach_metrics)
+    setup = {
+        "teacher": params.teacher.model,
+        "student": params.student.model + (" (LoRA)" if params.student.method == "lora" else ""),
+        "diversity": params.diversity,
+        "self_consistency_samples": params.evaluate.samples,
+    }
+    answer_types = {t: get_task(t).answer_type for t in tasks}
+    summary = build_summary(tasks, answer_types, teach_metrics, filter_metrics, eval_metrics, setup)
     write_json(args.summary, summary)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    plot_accuracy(summary, args.out_dir / PLOT_NAME)
-    (args.out_dir / "report.md").write_text(render_markdown(summary, samples, PLOT_NAME, student_samples))
+
+    out = args.out_dir
+    shutil.rmtree(out, ignore_errors=True)  # no figure of a task that is no longer run
+    out.mkdir(parents=True)
+    figures = {"accuracy": "accuracy.png"}
+    plot_accuracy(summary, out / figures["accuracy"])
+    for t in tasks:
+        curves = _curves(args.curves, t, list(params.methods.finetune))
+        if curves:
+            figures[f"curves/{t}"] = f"curves_{t}.png"
+            plot_training_curves(t, curves, out / figures[f"curves/{t}"])
+    points = read_json(args.diversity).get("points", []) if args.diversity.is_file() else []
+    points = [p for p in points if p["task"] in tasks]
+    if points:
+        figures["diversity"] = "diversity.png"
+        plot_diversity(points, out / figures["diversity"])
+    write_json(out / "accuracy.json", {"rows": accuracy_rows(summary)})
+    markdown = render_markdown(summary, teacher_samples, student_samples, figures, points)
+    (out / "report.md").write_text(markdown)
+    (out / "report.html").write_text(render_html(markdown, out))
+    log.info("report: %s, %s", out / "report.md", out / "report.html")
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, ReportError, EvaluationError, DataError)

@@ -1,8 +1,15 @@
 import pytest
 
-from ftcot.evaluation import EvaluationError, score_predictions, summarize_predictions
+from ftcot.answers import contains_answer, extract_flexible
+from ftcot.evaluation import (
+    EvaluationError,
+    accuracy_interval,
+    check_predictions_file,
+    majority_vote,
+    score_predictions,
+    summarize_predictions,
+)
 from ftcot.formats import student_prompt, student_target
-from ftcot.report import build_summary, plot_accuracy, render_markdown
 
 TEST = [
     {"id": "a", "question": "Q1", "answer": "yes", "answer_type": "yes_no"},
@@ -49,28 +56,65 @@ def test_bad_inputs_stop_clearly():
         summarize_predictions(preds, ["a", "b", "zzz"])
 
 
-def test_report_table_and_plot(tmp_path):
-    filt = {"coin_flip": {"teacher_accuracy": 0.8, "kept_rate": 0.75, "kept": 3, "rationales": 4}}
-    ev = {
-        "coin_flip": {
-            "ft_cot": {"accuracy": 0.9, "parse_rate": 1.0, "n": 10},
-            "vanilla": {"accuracy": 0.5, "parse_rate": 1.0, "n": 10},
-        }
-    }
-    teach = {"coin_flip": {"teacher_test_accuracy": 0.7, "estimated_cost_usd": 0.0123}}
-    summary = build_summary(["coin_flip"], filt, ev, diversity=2, teach_metrics=teach)
-    assert summary["tasks"]["coin_flip"]["ft_cot_accuracy"] == 0.9
-    student = {"coin_flip": [{"question": "Q?", "generated": " R. --> no", "answer": "yes", "correct": False}]}
-    rationales = {"coin_flip": [{"question": "Q?", "rationale": "R.", "answer": "yes"}]}
-    md = render_markdown(summary, rationales, "accuracy.png", student)
-    assert "**Student:** R. --> no (wrong (gold: yes))" in md
-    assert "| coin_flip | 70.0 | 80.0 | 3/4 (75.0) | 90.0 | 50.0 | 10 | 0.0123 |" in md
-    no_baseline = build_summary(["coin_flip"], filt, ev, diversity=2)
-    assert "| coin_flip | – | 80.0 |" in render_markdown(no_baseline, {}, None)
-    assert "**Teacher rationale:** R." in md and "![Test accuracy per task](accuracy.png)" in md
-    png = tmp_path / "a.png"
-    plot_accuracy(summary, png)
-    first = png.read_bytes()
-    assert first.startswith(b"\x89PNG")
-    plot_accuracy(summary, png)
-    assert png.read_bytes() == first  # deterministic bytes, so DVC hashes are stable
+def test_strict_and_flexible_scoring_and_contains_answer():
+    # The student says the right answer but never learned "-->": strict fails, flexible passes.
+    preds = score_predictions(
+        TEST,
+        [gen(" heads, so yes"), gen(" yes, no wait --> yes"), gen(" no, then yes --> no")],
+        "ft_cot",
+    )
+    assert [p["prediction"] for p in preds] == [None, "yes", "no"]
+    assert [p["flexible_prediction"] for p in preds] == ["yes", "yes", "no"]
+    assert [p["flexible_correct"] for p in preds] == [True, False, False]
+    assert [p["contains_answer"] for p in preds] == [True, True, True]
+    m = summarize_predictions(preds, ["a", "b", "c"])
+    assert (m["accuracy"], m["flexible_accuracy"], m["contains_answer"]) == (0.0, round(1 / 3, 6), 1.0)
+
+
+def test_flexible_rules_per_answer_type():
+    assert extract_flexible("12 apples, then 3 more: 1,215 in all.", "number") == "1215"
+    assert extract_flexible("(A) is wrong, the answer is (C).", "choice_A-E") == "C"
+    assert extract_flexible('The last letters are "y" and "a", so "ya".', "letters") == "ya"
+    assert extract_flexible("nothing here", "number") is None
+    assert contains_answer("first 7, then 8", "7", "number") and not contains_answer("8", "7", "number")
+
+
+def test_accuracy_interval_is_wilson():
+    low, high = accuracy_interval(76, 150)
+    # Wilson interval for 76/150 (reference values from statsmodels' proportion_confint).
+    assert low == pytest.approx(0.4272, abs=1e-3) and high == pytest.approx(0.5858, abs=1e-3)
+    assert accuracy_interval(0, 10)[0] == 0.0 and 0 < accuracy_interval(0, 10)[1] < 0.35
+    m = summarize_predictions(score_predictions(TEST, [gen(" yes")] * 3, "vanilla"))
+    assert m["accuracy_ci_low"] < m["accuracy"] < m["accuracy_ci_high"]
+
+
+def test_self_consistency_majority_vote():
+    assert majority_vote(["no", None, "yes", "yes"]) == "yes"
+    assert majority_vote(["no", "yes"]) == "no"  # a tie goes to the answer seen first
+    assert majority_vote([None, None]) is None
+    samples = [
+        [gen(" a --> yes"), gen(" b --> no"), gen(" c --> yes")],
+        [gen(" --> yes"), gen(" --> yes"), gen(" nothing")],
+        [gen(" x"), gen(" y"), gen(" z")],
+    ]
+    greedy = [gen(" --> no"), gen(" --> no"), gen(" --> yes")]
+    preds = score_predictions(TEST, greedy, "ft_cot", samples)
+    assert [p["vote"] for p in preds] == ["yes", "yes", None]
+    assert [p["votes"] for p in preds][1] == ["yes", "yes", None]
+    m = summarize_predictions(preds)
+    assert m["accuracy"] == round(2 / 3, 6)  # greedy: b and c; the vote: a only
+    sc = m["self_consistency"]
+    assert (sc["samples"], sc["accuracy"], sc["parse_rate"]) == (3, round(1 / 3, 6), round(2 / 3, 6))
+    with pytest.raises(EvaluationError, match="2 sample sets for 3"):
+        score_predictions(TEST, greedy, "ft_cot", samples[:2])
+
+
+def test_predictions_that_do_not_match_the_test_set_stop(tmp_path):
+    preds = score_predictions(TEST, [gen(" yes")] * 3, "vanilla")
+    with pytest.raises(EvaluationError, match=r"preds.jsonl: .*1 missing \(e.g. \['c'\]\), 1 unknown"):
+        check_predictions_file([*preds[:2], {**preds[2], "id": "zzz"}], TEST, "preds.jsonl")
+    with pytest.raises(EvaluationError, match="3 predictions for 2 test examples"):
+        check_predictions_file(preds, TEST[:2], "p")
+    with pytest.raises(EvaluationError, match="p: the test set is empty"):
+        check_predictions_file(preds, [], "p")
+    check_predictions_file(list(reversed(preds)), TEST, "p")  # order does not matter

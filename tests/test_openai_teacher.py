@@ -177,6 +177,7 @@ def write_stage_project(root: Path, base_url: str, n_questions: int, concurrency
             "base_url": base_url,
             "api_key_env": "FAKE_KEY",
             "concurrency": concurrency,
+            "eval_test": False,  # train questions only: the counts below
         }
     )
     (root / "params.yaml").write_text(yaml.safe_dump(params))

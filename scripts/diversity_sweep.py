@@ -1,0 +1,61 @@
+"""The paper's accuracy-vs-diversity curve as DVC experiments (D = 1, 2, 4, 8 by default).
+
+    python scripts/diversity_sweep.py [--values 1 2 4 8] [--jobs 1]
+
+1. queues one experiment per D (`dvc exp run --queue -S diversity=D -n div<D>-<commit>`),
+   skipping those that already exist for this commit;
+2. runs the queue (`dvc exp run --run-all`), each in a temporary copy of the workspace; the
+   teacher cache is shared, so the D=8 run pays only for rationales no earlier run asked for;
+3. reads the results back from `dvc exp show --json` into metrics/diversity.json;
+4. reruns the report stage (`dvc repro report`), which draws report/diversity.png.
+
+All other parameters are those of the current commit (commit params.yaml first). Compare the
+experiments yourself with `dvc exp show` or `dvc metrics diff div1-<commit> div8-<commit>`.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+
+from ftcot.config import load_params
+from ftcot.io import write_json
+from ftcot.sweep import diversity_points
+
+OUT = "metrics/diversity.json"
+
+
+def dvc(*args: str, capture: bool = False) -> str:
+    print("+ dvc", " ".join(args), file=sys.stderr, flush=True)
+    done = subprocess.run(["dvc", *args], check=True, text=True, stdout=subprocess.PIPE if capture else None)
+    return done.stdout or ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--values", type=int, nargs="+", default=[1, 2, 4, 8], help="diversities D to run")
+    parser.add_argument("--jobs", type=int, default=1, help="experiments run at once")
+    parser.add_argument("--collect-only", action="store_true", help="only read back finished experiments")
+    args = parser.parse_args()
+    if any(d < 1 for d in args.values):
+        sys.exit(f"error: --values must be positive integers, got {args.values}")
+
+    params = load_params()  # a broken params.yaml stops here, before any experiment is queued
+    commit = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], check=True, text=True, capture_output=True)
+    names = {d: f"div{d}-{commit.stdout.strip()}" for d in sorted(set(args.values))}
+    if not args.collect_only:
+        existing = {s for s in dvc("exp", "ls", "--name-only", capture=True).split()}
+        queued = [d for d, name in names.items() if name not in existing]
+        for d in queued:
+            dvc("exp", "run", "--queue", "-S", f"diversity={d}", "-n", names[d])
+        if queued:
+            dvc("exp", "run", "--run-all", "--jobs", str(args.jobs))
+    shown = json.loads(dvc("exp", "show", "--json", capture=True))
+    points = diversity_points(shown, names, params.data.tasks)
+    write_json(OUT, {"points": points})
+    print(f"wrote {OUT}: {len(points)} points", file=sys.stderr)
+    dvc("repro", "report")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Stage prompt: the pretrained student, before fine-tuning, prompted on the test set (the paper's
+zero-shot, zero-shot-CoT and few-shot-CoT baselines; formats in ftcot/methods.py).
+
+    python stages/prompt.py --method few_shot_cot --test data/split/coin_flip/test.jsonl \
+        --examples data/split/coin_flip/train_ft_cot.jsonl \
+        --predictions data/evaluate/coin_flip/few_shot_cot.jsonl \
+        --metrics metrics/evaluate/coin_flip/few_shot_cot.json
+
+Few-shot-CoT's worked examples are evaluate.few_shot_k kept teacher rationales of train
+questions (seeded choice). Runs only for the methods listed in methods.prompting.
+"""
+
+import argparse
+
+import torch
+
+from ftcot.config import load_params
+from ftcot.evaluation import EvaluationError, describe_metrics, score_predictions, summarize_predictions
+from ftcot.io import read_jsonl, write_json, write_jsonl
+from ftcot.methods import PROMPTING_METHODS
+from ftcot.pretrained import PretrainedUnavailable, resolve_pretrained
+from ftcot.prompting import PromptingError, run_prompting, select_exemplars
+from ftcot.stage import log, run_stage
+from ftcot.student import StudentLoadError, load_pretrained
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", required=True, choices=PROMPTING_METHODS)
+    parser.add_argument("--test", required=True)
+    parser.add_argument("--examples", required=True, help="kept train rationales (few-shot-CoT's worked examples)")
+    parser.add_argument("--predictions", required=True)
+    parser.add_argument("--metrics", required=True)
+    args = parser.parse_args()
+
+    params = load_params()
+    test = read_jsonl(args.test, required=("id", "question", "answer", "answer_type"))
+    if not test:
+        raise EvaluationError(f"{args.test}: the test set is empty")
+    exemplars = []
+    if args.method == "few_shot_cot":
+        examples = read_jsonl(args.examples, required=("id", "question_id", "question", "answer", "rationale"))
+        exemplars = select_exemplars(examples, params.evaluate.few_shot_k, params.seed)
+    try:
+        local = resolve_pretrained(params.student.model)
+    except PretrainedUnavailable as err:
+        raise StudentLoadError(f"student.model = {params.student.model!r}: {err}") from None
+    model, tokenizer = load_pretrained(str(local) if local else params.student.model)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    generations = run_prompting(
+        args.method,
+        model,
+        tokenizer,
+        test,
+        params.evaluate.batch_size,
+        params.evaluate.max_new_tokens,
+        exemplars,
+    )
+    predictions = score_predictions(test, generations, args.method)
+    metrics = summarize_predictions(predictions, [ex["id"] for ex in test])
+    write_jsonl(args.predictions, predictions)
+    write_json(args.metrics, {"method": args.method, "model": params.student.model, **metrics})
+    log.info("%s", describe_metrics(metrics))
+
+
+if __name__ == "__main__":
+    run_stage(main, EvaluationError, PromptingError, StudentLoadError)

@@ -1,0 +1,195 @@
+import base64
+import re
+
+import pytest
+
+from ftcot.report import (
+    ReportError,
+    accuracy_rows,
+    build_summary,
+    plot_accuracy,
+    plot_diversity,
+    plot_training_curves,
+    render_html,
+    render_markdown,
+)
+from ftcot.sweep import diversity_points
+
+TEACH = {
+    "coin_flip": {
+        "teacher_test_accuracy": 0.8,
+        "estimated_cost_usd": 0.0123,
+        "prompt_tokens": 1000,
+        "completion_tokens": 500,
+    }
+}
+FILTER = {
+    "coin_flip": {"teacher_accuracy": 0.78, "kept_rate": 0.75, "kept": 3, "rationales": 4, "question_coverage": 0.75}
+}
+
+
+def method_metrics(accuracy, n=10, **extra):
+    return {
+        "accuracy": accuracy,
+        "accuracy_ci_low": max(0.0, accuracy - 0.2),
+        "accuracy_ci_high": min(1.0, accuracy + 0.2),
+        "flexible_accuracy": accuracy + 0.05,
+        "contains_answer": 1.0,
+        "parse_rate": 0.9,
+        "truncated": 1,
+        "mean_generated_tokens": 12.5,
+        "n": n,
+        **extra,
+    }
+
+
+SC = {"samples": 5, "accuracy": 0.7, "accuracy_ci_low": 0.4, "accuracy_ci_high": 0.9, "parse_rate": 1.0}
+EVAL = {
+    "coin_flip": {
+        "ft_cot": method_metrics(0.6, self_consistency=SC),
+        "vanilla": method_metrics(0.5),
+        "few_shot_cot": method_metrics(0.3),
+    }
+}
+SETUP = {"teacher": "gpt-x", "student": "smollm2-135m", "diversity": 4, "self_consistency_samples": 5}
+
+
+def summary():
+    return build_summary(["coin_flip"], {"coin_flip": "yes_no"}, TEACH, FILTER, EVAL, SETUP)
+
+
+def test_summary_is_nested_by_task_and_method():
+    s = summary()
+    row = s["tasks"]["coin_flip"]
+    assert row["random"] == 0.5 and row["teacher"]["test_accuracy"] == 0.8 and row["teacher"]["cost_usd"] == 0.0123
+    assert row["ft_cot"]["accuracy"] == 0.6 and row["ft_cot"]["self_consistency"]["accuracy"] == 0.7
+    assert "zero_shot" not in row  # not run, not reported
+    bad = {"coin_flip": {**EVAL["coin_flip"], "vanilla": method_metrics(0.5, n=11)}}
+    with pytest.raises(ReportError, match="different sizes"):
+        build_summary(["coin_flip"], {"coin_flip": "yes_no"}, TEACH, FILTER, bad, SETUP)
+
+
+def test_markdown_has_the_paper_table_rows_methods_columns_tasks():
+    teacher = {
+        "coin_flip": {
+            "kept": [{"question": "Q1?", "rationale": "R1.", "prediction": "yes", "answer": "yes"}],
+            "dropped": [{"question": "Q2?", "rationale": "R2.", "prediction": "no", "answer": "yes"}],
+        }
+    }
+    student = {
+        "coin_flip": {
+            "correct": [],
+            "wrong": [{"question": "Q3?", "generated": " R3 --> no", "prediction": "no", "answer": "yes"}],
+        }
+    }
+    points = [
+        {"task": "coin_flip", "diversity": 1, "accuracy": 0.4, "kept": 3},
+        {"task": "coin_flip", "diversity": 2, "accuracy": 0.5, "kept": 6},
+    ]
+    md = render_markdown(
+        summary(),
+        teacher,
+        student,
+        {"accuracy": "accuracy.png", "curves/coin_flip": "c.png", "diversity": "d.png"},
+        points,
+    )
+    lines = md.splitlines()
+    head = lines.index("| Method | coin_flip |")
+    table = lines[head : head + 8]
+    assert table[2] == "| Random | 50.0 |"
+    assert table[3] == "| Teacher (gpt-x): Zero-shot-CoT | 80.0 |"
+    # Paper order: prompting baselines, then vanilla, then Fine-tune-CoT (diverse reasoning at D=4).
+    assert table[4] == "| Student: Few-shot-CoT | 30.0 (10.0–50.0) |"
+    assert table[5] == "| Student: Vanilla fine-tuning | 50.0 (30.0–70.0) |"
+    assert table[6] == "| Student: Fine-tune-CoT, diverse reasoning (D=4) | 60.0 (40.0–80.0) |"
+    assert table[7].startswith(
+        "| Student: Fine-tune-CoT, diverse reasoning (D=4) + self-consistency (5 samples) | 70.0"
+    )
+    assert "| coin_flip | Fine-tune-CoT | 60.0 | 65.0 | 100.0 | 90.0 | 12.5 | 1/10 |" in md
+    assert "| coin_flip | 78.0 | 4 | 3 | 75.0 | 75.0 | 1,000 + 500 | 0.0123 |" in md
+    assert "*dropped (wrong answer)* **Q:** Q2?" in md and "> R2. → teacher: no, gold: yes" in md
+    assert "*wrong* **Q:** Q3?" in md and "| coin_flip | 2 | 6 | 50.0 |" in md
+    for image in ("accuracy.png", "c.png", "d.png"):
+        assert f"]({image})" in md
+    no_sweep = render_markdown(summary(), {}, {}, {})
+    assert "No sweep recorded yet" in no_sweep
+
+
+def test_html_is_self_contained_with_inline_images(tmp_path):
+    plot_accuracy(summary(), tmp_path / "accuracy.png")
+    md = render_markdown(summary(), {}, {}, {"accuracy": "accuracy.png"})
+    page = render_html(md, tmp_path)
+    assert page.startswith("<!DOCTYPE html>") and "<table>" in page and "<script" not in page
+    assert "http://" not in page and "https://" not in page  # renders offline
+    (data,) = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert base64.b64decode(data) == (tmp_path / "accuracy.png").read_bytes()
+    assert render_html(md, tmp_path) == page
+
+
+def test_figures_are_png_and_byte_identical_across_runs(tmp_path):
+    curves = {
+        "ft_cot": {"train/loss": [(1, 2.0), (2, 1.0)], "eval/loss": [(2, 1.5)], "eval/accuracy": [(2, 0.5)]},
+        "vanilla": {"train/loss": [(1, 1.0), (2, 0.5)]},
+    }
+    points = [{"task": "coin_flip", "diversity": d, "accuracy": a} for d, a in ((1, 0.4), (2, 0.5), (8, 0.7))]
+    draw = {
+        "accuracy.png": lambda p: plot_accuracy(summary(), p),
+        "curves.png": lambda p: plot_training_curves("coin_flip", curves, p),
+        "diversity.png": lambda p: plot_diversity(points, p),
+    }
+    for name, fn in draw.items():
+        fn(tmp_path / name)
+        first = (tmp_path / name).read_bytes()
+        assert first.startswith(b"\x89PNG") and len(first) > 5000
+        fn(tmp_path / name)
+        assert (tmp_path / name).read_bytes() == first, name  # stable bytes, stable DVC hashes
+
+
+def test_accuracy_rows_for_dvc_plots():
+    rows = accuracy_rows(summary())
+    assert [r["run"] for r in rows] == [
+        "coin_flip / teacher",
+        "coin_flip / few_shot_cot",
+        "coin_flip / vanilla",
+        "coin_flip / ft_cot",
+    ]
+    assert rows[-1]["accuracy"] == 0.6
+
+
+def exp_state(name, diversity, accuracy, error=None):
+    metrics = {
+        "metrics/evaluate/coin_flip/ft_cot.json": {
+            "data": {"accuracy": accuracy, "accuracy_ci_low": 0.1, "accuracy_ci_high": 0.9}
+        },
+        "metrics/filter/coin_flip.json": {"data": {"kept": 10 * diversity}},
+    }
+    return {
+        "rev": name + "rev",
+        "name": name,
+        "error": error,
+        "data": {"params": {"params.yaml": {"data": {"diversity": diversity}}}, "metrics": metrics},
+    }
+
+
+def test_diversity_points_from_dvc_exp_show_json():
+    shown = [
+        {"rev": "workspace", "name": None, "data": {"params": {}}, "experiments": None},
+        {
+            "rev": "abc",
+            "name": "main",
+            "data": {"params": {}},
+            "experiments": [
+                {"name": "div2-abc", "revs": [exp_state("div2-abc", 2, 0.5)]},
+                {"name": "div1-abc", "revs": [exp_state("div1-abc", 1, 0.4)]},
+            ],
+        },
+    ]
+    points = diversity_points(shown, {1: "div1-abc", 2: "div2-abc"}, ["coin_flip"])
+    assert [(p["diversity"], p["accuracy"], p["kept"]) for p in points] == [(1, 0.4, 10), (2, 0.5, 20)]
+    with pytest.raises(RuntimeError, match="div4-abc .*missing or failed"):
+        diversity_points(shown, {4: "div4-abc"}, ["coin_flip"])
+    with pytest.raises(RuntimeError, match="ran with diversity=2, expected 8"):
+        diversity_points(shown, {8: "div2-abc"}, ["coin_flip"])
+    shown[1]["experiments"][0]["revs"][0]["error"] = {"msg": "failed"}
+    with pytest.raises(RuntimeError, match="missing or failed"):
+        diversity_points(shown, {2: "div2-abc"}, ["coin_flip"])
