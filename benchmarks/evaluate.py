@@ -105,7 +105,7 @@ def tiny_student(device: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--questions", type=int, default=24, help="test questions per task")
+    parser.add_argument("--questions", type=int, default=16, help="test questions per task")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--out", default="metrics/bench_evaluate.json")

@@ -10,10 +10,19 @@ from scipy.stats import binomtest
 
 from ftcot.answers import RULES_VERSION, contains_answer, extract_answer, extract_flexible, is_correct
 from ftcot.formats import answer_mode
+from ftcot.io import read_jsonl
 
 
 class EvaluationError(ValueError):
     """Predictions and the test set do not belong together, or there is nothing to score."""
+
+
+def read_test_set(path: str) -> list[dict]:
+    """The test split, refused when empty (before any model is loaded)."""
+    test = read_jsonl(path, required=("id", "question", "answer", "answer_type"))
+    if not test:
+        raise EvaluationError(f"{path}: the test set is empty")
+    return test
 
 
 def majority_vote(answers: Sequence[str | None]) -> str | None:

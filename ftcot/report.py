@@ -193,9 +193,10 @@ def render_markdown(
     ]
     lines += ["", "## Accuracy and diversity", ""]
     if diversity_points:
+        experiments = ", ".join(sorted({p["experiment"] for p in diversity_points}))
         lines += [
             "Fine-tune-CoT test accuracy against the number of teacher rationales per train question "
-            "(`scripts/diversity_sweep.py`).",
+            f"(`scripts/diversity_sweep.py`; experiments {experiments}).",
             "",
             "| Task | D | Kept rationales | Fine-tune-CoT accuracy |",
             "|---|---:|---:|---:|",

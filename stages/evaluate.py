@@ -12,10 +12,16 @@ import torch
 from transformers import AutoTokenizer
 
 from ftcot.config import load_params
-from ftcot.evaluation import EvaluationError, describe_metrics, score_predictions, summarize_predictions
+from ftcot.evaluation import (
+    EvaluationError,
+    describe_metrics,
+    read_test_set,
+    score_predictions,
+    summarize_predictions,
+)
 from ftcot.formats import student_prompt
 from ftcot.generation import generate_greedy, generate_samples
-from ftcot.io import read_jsonl, write_json, write_jsonl
+from ftcot.io import write_json, write_jsonl
 from ftcot.stage import log, run_stage
 from ftcot.student import is_encoder_decoder, load_model
 
@@ -30,9 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params()
-    test = read_jsonl(args.test, required=("id", "question", "answer", "answer_type"))
-    if not test:
-        raise EvaluationError(f"{args.test}: the test set is empty")
+    test = read_test_set(args.test)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = load_model(args.model).to(device)

@@ -15,7 +15,13 @@ import argparse
 import torch
 
 from ftcot.config import load_params
-from ftcot.evaluation import EvaluationError, describe_metrics, score_predictions, summarize_predictions
+from ftcot.evaluation import (
+    EvaluationError,
+    describe_metrics,
+    read_test_set,
+    score_predictions,
+    summarize_predictions,
+)
 from ftcot.io import read_jsonl, write_json, write_jsonl
 from ftcot.methods import PROMPTING_METHODS
 from ftcot.pretrained import PretrainedUnavailable, resolve_pretrained
@@ -34,9 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params()
-    test = read_jsonl(args.test, required=("id", "question", "answer", "answer_type"))
-    if not test:
-        raise EvaluationError(f"{args.test}: the test set is empty")
+    test = read_test_set(args.test)
     exemplars = []
     if args.method == "few_shot_cot":
         examples = read_jsonl(args.examples, required=("id", "question_id", "question", "answer", "rationale"))

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ["dvc.yaml", "params.yaml", "stages", "ftcot", "replay", ".dvc/config", ".dvcignore"]
+COPIED = ["dvc.yaml", "params.yaml", "stages", "ftcot", "replay", "scripts", ".dvc/config", ".dvcignore"]
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ def tiny_params() -> dict:
             "max_length": 128,
         }
     )
-    params["evaluate"].update({"batch_size": 16, "max_new_tokens": 24})
+    params["evaluate"].update({"batch_size": 16, "max_new_tokens": 24, "samples": 2})
     params["teacher"].update({"eval_test": True, "prices": {"oracle": {"prompt": 1.0, "completion": 2.0}}})
     return params
 
@@ -50,6 +50,8 @@ def project(tmp_path_factory):
         else:
             shutil.copy2(src, dst)
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    (root / "metrics").mkdir()
+    (root / "metrics/diversity.json").write_text('{"points": []}\n')  # no sweep yet
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -87,14 +89,37 @@ def test_repro_builds_every_output(project):
         for variant in ("ft_cot", "vanilla"):
             m = json.loads(read(root, f"metrics/evaluate/{task}/{variant}.json"))
             assert m["n"] == 9 and 0.0 <= m["accuracy"] <= 1.0
+            assert m["accuracy_ci_low"] <= m["accuracy"] <= m["accuracy_ci_high"]
+            assert m["self_consistency"]["samples"] == 2 and "flexible_accuracy" in m
             assert (root / f"models/{task}/{variant}/model.safetensors").exists()
             assert len(read(root, f"data/evaluate/{task}/{variant}.jsonl").splitlines()) == 9
     summary = json.loads(read(root, "metrics/summary.json"))
     assert set(summary["tasks"]) == {"coin_flip", "last_letter_concatenation"}
+    row = summary["tasks"]["coin_flip"]
+    assert row["random"] == 0.5 and row["teacher"]["test_accuracy"] == teach_coin_flip(root)
+    assert row["ft_cot"]["accuracy"] == json.loads(read(root, "metrics/evaluate/coin_flip/ft_cot.json"))["accuracy"]
     report = read(root, "report/report.md")
-    assert "| coin_flip |" in report and "## Fine-tune-CoT student outputs on test questions: coin_flip" in report
-    assert (root / "report/accuracy.png").read_bytes().startswith(b"\x89PNG")
+    assert "| Method | coin_flip | last_letter_concatenation |" in report
+    assert "| Student: Fine-tune-CoT + self-consistency (2 samples) |" in report
+    assert "## Fine-tune-CoT student on test questions: coin_flip" in report and "*dropped (wrong answer)*" in report
+    for png in ("accuracy.png", "curves_coin_flip.png", "curves_last_letter_concatenation.png"):
+        assert (root / "report" / png).read_bytes().startswith(b"\x89PNG")
+        assert f"]({png})" in report
+    page = read(root, "report/report.html")
+    assert page.count('src="data:image/png;base64,') == 3 and "<script" not in page
     assert "Running stage 'finetune@coin_flip-ft_cot'" in first.stdout
+
+
+def teach_coin_flip(root: Path) -> float:
+    return json.loads(read(root, "metrics/teach/coin_flip.json"))["teacher_test_accuracy"]
+
+
+def test_dvc_plots_show_finds_the_declared_plots(project):
+    root, env, _ = project
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], root, env).stdout)
+    names = set(shown.get("data", shown))
+    assert "report/accuracy.json" in names and "report/accuracy.png" in names
+    assert any(n.startswith("curves/coin_flip/ft_cot/plots/metrics") for n in names)
 
 
 def test_second_repro_runs_nothing(project):
@@ -149,13 +174,81 @@ def test_experiment_with_more_diversity_reruns_from_teach(project):
     assert "metrics/evaluate/coin_flip/ft_cot.json" in diff
     assert "accuracy" in diff["metrics/evaluate/coin_flip/ft_cot.json"]
     assert diff["metrics/teach/coin_flip.json"]["rationales"]["new"] == 42
+    # The summary compares task by task and method by method.
+    assert "tasks.coin_flip.ft_cot.accuracy" in diff["metrics/summary.json"]
+    assert diff["metrics/summary.json"]["diversity"]["new"] == 2
+
+
+def test_diversity_sweep_recipe_draws_the_curve(project):
+    root, env, _ = project
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "diversity 2"], root, env)
+    run([sys.executable, "scripts/diversity_sweep.py", "--values", "1", "2"], root, env)
+    points = json.loads(read(root, "metrics/diversity.json"))["points"]
+    assert [(p["task"], p["diversity"]) for p in points] == [
+        ("coin_flip", 1),
+        ("coin_flip", 2),
+        ("last_letter_concatenation", 1),
+        ("last_letter_concatenation", 2),
+    ]
+    assert points[0]["kept"] < points[1]["kept"]  # D=2: more rationales
+    assert (root / "report/diversity.png").read_bytes().startswith(b"\x89PNG")
+    assert "![Accuracy against diversity](diversity.png)" in read(root, "report/report.md")
+    names = {line.strip() for line in run(["dvc", "exp", "ls", "--name-only"], root, env).stdout.splitlines()}
+    assert {n.split("-")[0] for n in names if n.startswith("div")} >= {"div1", "div2"}
+    # Run again: the experiments exist, nothing is queued, the same points come back.
+    again = run([sys.executable, "scripts/diversity_sweep.py", "--values", "1", "2"], root, env)
+    assert "exp run --queue" not in again.stderr
+    assert json.loads(read(root, "metrics/diversity.json"))["points"] == points
+
+
+def test_prompting_baseline_runs_as_a_dvc_stage(project):
+    root, env, _ = project
+    original = read(root, "params.yaml")
+    params = yaml.safe_load(original)
+    params["student"]["model"] = "smollm2-135m"
+    params["methods"]["prompting"] = ["zero_shot", "few_shot_cot"]
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        stages = run(["dvc", "stage", "list", "--name-only"], root, env).stdout.split()
+        assert {"prompt@coin_flip-zero_shot", "prompt@last_letter_concatenation-few_shot_cot"} <= set(stages)
+        done = run(["dvc", "repro", "--single-item", "prompt@coin_flip-zero_shot"], root, env)
+    finally:
+        (root / "params.yaml").write_text(original)
+    assert "Running stage 'prompt@coin_flip-zero_shot'" in done.stdout
+    m = json.loads(read(root, "metrics/evaluate/coin_flip/zero_shot.json"))
+    assert m["n"] == 9 and m["model"] == "smollm2-135m" and m["method"] == "zero_shot"
+
+
+def test_report_refuses_predictions_that_do_not_match_the_test_set(project):
+    root, env, _ = project
+    path = root / "data/evaluate/coin_flip/vanilla.jsonl"
+    original = path.read_text()
+    lines = original.splitlines(keepends=True)
+    path.write_text("".join(lines[1:]))  # one test question lost
+    args = ["--teach-metrics", "metrics/teach", "--filter-metrics", "metrics/filter", "--eval-metrics"]
+    args += ["metrics/evaluate", "--teach", "data/teach", "--predictions", "data/evaluate", "--split", "data/split"]
+    args += ["--curves", "curves", "--diversity", "metrics/diversity.json", "--summary", "s.json", "--out-dir", "r"]
+    try:
+        proc = run([sys.executable, "stages/report.py", *args], root, env, check=False)
+    finally:
+        path.write_text(original)
+    assert proc.returncode == 2
+    assert (
+        "data/evaluate/coin_flip/vanilla.jsonl: prediction ids do not match the test set ids: 1 missing" in proc.stderr
+    )
+    assert not (root / "s.json").exists()
 
 
 def test_bad_params_stop_before_any_work(project):
     root, env, _ = project
-    params = yaml.safe_load(read(root, "params.yaml"))
+    original = read(root, "params.yaml")
+    params = yaml.safe_load(original)
     params["teacher"]["backend"] = "nonsense"
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = run(["dvc", "repro", "--force", "--single-item", "teach@coin_flip"], root, env, check=False)
+    try:
+        proc = run(["dvc", "repro", "--force", "--single-item", "teach@coin_flip"], root, env, check=False)
+    finally:
+        (root / "params.yaml").write_text(original)
     assert proc.returncode != 0
     assert "teacher.backend" in proc.stderr + proc.stdout

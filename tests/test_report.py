@@ -83,8 +83,8 @@ def test_markdown_has_the_paper_table_rows_methods_columns_tasks():
         }
     }
     points = [
-        {"task": "coin_flip", "diversity": 1, "accuracy": 0.4, "kept": 3},
-        {"task": "coin_flip", "diversity": 2, "accuracy": 0.5, "kept": 6},
+        {"task": "coin_flip", "diversity": 1, "accuracy": 0.4, "kept": 3, "experiment": "div1-abc"},
+        {"task": "coin_flip", "diversity": 2, "accuracy": 0.5, "kept": 6, "experiment": "div2-abc"},
     ]
     md = render_markdown(
         summary(),
@@ -108,6 +108,7 @@ def test_markdown_has_the_paper_table_rows_methods_columns_tasks():
     assert "| coin_flip | Fine-tune-CoT | 60.0 | 65.0 | 100.0 | 90.0 | 12.5 | 1/10 |" in md
     assert "| coin_flip | 78.0 | 4 | 3 | 75.0 | 75.0 | 1,000 + 500 | 0.0123 |" in md
     assert "*dropped (wrong answer)* **Q:** Q2?" in md and "> R2. → teacher: no, gold: yes" in md
+    assert "experiments div1-abc, div2-abc" in md
     assert "*wrong* **Q:** Q3?" in md and "| coin_flip | 2 | 6 | 50.0 |" in md
     for image in ("accuracy.png", "c.png", "d.png"):
         assert f"]({image})" in md
@@ -186,7 +187,7 @@ def test_diversity_points_from_dvc_exp_show_json():
     ]
     points = diversity_points(shown, {1: "div1-abc", 2: "div2-abc"}, ["coin_flip"])
     assert [(p["diversity"], p["accuracy"], p["kept"]) for p in points] == [(1, 0.4, 10), (2, 0.5, 20)]
-    with pytest.raises(RuntimeError, match="div4-abc .*missing or failed"):
+    with pytest.raises(RuntimeError, match=r"div4-abc .*missing or failed"):
         diversity_points(shown, {4: "div4-abc"}, ["coin_flip"])
     with pytest.raises(RuntimeError, match="ran with diversity=2, expected 8"):
         diversity_points(shown, {8: "div2-abc"}, ["coin_flip"])
