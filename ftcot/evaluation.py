@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from scipy.stats import binomtest
 
 from ftcot.answers import RULES_VERSION, contains_answer, extract_answer, extract_flexible, is_correct
-from ftcot.formats import answer_mode
 from ftcot.io import read_jsonl
+from ftcot.methods import get_method
 
 
 class EvaluationError(ValueError):
@@ -50,7 +50,7 @@ def score_predictions(
         raise EvaluationError(f"{len(generations)} generations for {len(test)} test examples")
     if samples is not None and len(samples) != len(test):
         raise EvaluationError(f"{len(samples)} sample sets for {len(test)} test examples")
-    mode = answer_mode(method)
+    mode = get_method(method).mode
     records = []
     for i, (ex, gen) in enumerate(zip(test, generations, strict=True)):
         gold, answer_type, text = ex["answer"], ex["answer_type"], gen["text"]
@@ -95,15 +95,7 @@ def summarize_predictions(predictions: Sequence[dict], test_ids: Sequence[str] |
     if not predictions:
         raise EvaluationError("no predictions to summarize")
     if test_ids is not None:
-        ids = [p["id"] for p in predictions]
-        missing = sorted(set(test_ids) - set(ids))
-        extra = sorted(set(ids) - set(test_ids))
-        if missing or extra or len(ids) != len(test_ids):
-            raise EvaluationError(
-                "prediction ids do not match the test set ids: "
-                f"{len(missing)} missing (e.g. {missing[:3]}), {len(extra)} unknown (e.g. {extra[:3]}), "
-                f"{len(ids)} predictions for {len(test_ids)} test examples"
-            )
+        check_ids(predictions, test_ids)
     n = len(predictions)
     correct = sum(p["correct"] for p in predictions)
     parsed = sum(p["prediction"] is not None for p in predictions)
@@ -135,12 +127,25 @@ def summarize_predictions(predictions: Sequence[dict], test_ids: Sequence[str] |
     return summary
 
 
+def check_ids(predictions: Sequence[dict], test_ids: Sequence[str]) -> None:
+    """Predictions must cover exactly the test set: one per test id, no other."""
+    ids = [p["id"] for p in predictions]
+    missing = sorted(set(test_ids) - set(ids))
+    extra = sorted(set(ids) - set(test_ids))
+    if missing or extra or len(ids) != len(test_ids):
+        raise EvaluationError(
+            "prediction ids do not match the test set ids: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(extra)} unknown (e.g. {extra[:3]}), "
+            f"{len(ids)} predictions for {len(test_ids)} test examples"
+        )
+
+
 def check_predictions_file(predictions: Sequence[dict], test: Sequence[dict], path: str) -> None:
     """A predictions file read back (e.g. by the report) must cover exactly the test set."""
     if not test:
         raise EvaluationError(f"{path}: the test set is empty")
     try:
-        summarize_predictions(predictions, [ex["id"] for ex in test])
+        check_ids(predictions, [ex["id"] for ex in test])
     except EvaluationError as err:
         raise EvaluationError(f"{path}: {err}") from None
 

@@ -9,10 +9,11 @@ Bump ``FORMAT_VERSION`` on any change.
 
 from __future__ import annotations
 
+from ftcot.methods import FINETUNE_METHODS
+
 FORMAT_VERSION = 1
 PROMPT_SEPARATOR = " ###"
 ANSWER_SEPARATOR = " --> "
-VARIANTS = ("ft_cot", "vanilla")
 
 
 def student_prompt(question: str, encoder_decoder: bool = False) -> str:
@@ -31,12 +32,5 @@ def student_target(variant: str, answer: str, rationale: str | None = None, enco
     elif variant == "vanilla":
         target = answer.strip()
     else:
-        raise ValueError(f"unknown variant {variant!r}; known: {list(VARIANTS)}")
+        raise ValueError(f"unknown variant {variant!r}; known: {list(FINETUNE_METHODS)}")
     return target if encoder_decoder else f" {target}"
-
-
-def answer_mode(variant: str) -> str:
-    """How ``ftcot.answers.extract_answer`` reads this variant's completions."""
-    from ftcot.methods import get_method
-
-    return get_method(variant).mode

@@ -47,8 +47,13 @@ def generate_samples(
     """``num_samples`` completions per prompt, sampled at ``temperature`` (no top-k/top-p cut),
     as :func:`generate_greedy` otherwise. Seeded: the same inputs give the same samples."""
     torch.manual_seed(seed)
-    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
-    sampling["num_return_sequences"] = num_samples
+    sampling = {
+        "do_sample": True,
+        "temperature": temperature,
+        "top_k": 0,
+        "top_p": 1.0,
+        "num_return_sequences": num_samples,
+    }
     batch = max(1, batch_size // num_samples)  # batch_size counts sequences
     return _generate_padded_left(model, tokenizer, prompts, batch, max_new_tokens, desc, **sampling)
 

@@ -6,8 +6,6 @@ from collections.abc import Sequence
 
 from sklearn.model_selection import train_test_split
 
-VARIANTS = ("ft_cot", "vanilla")
-
 
 class LeakageError(AssertionError):
     """A test question reached a training or validation set."""

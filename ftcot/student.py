@@ -121,11 +121,16 @@ def load_student(params: StudentParams, seed: int, corpus: Iterable[str] = ()):
     if params.model == TINY_T5:
         tokenizer = build_tiny_tokenizer(corpus, params.tiny.vocab_size)
         return build_tiny_t5(params, tokenizer, seed), tokenizer
+    return load_named_pretrained(params.model)
+
+
+def load_named_pretrained(name: str):
+    """``student.model`` as a pretrained model: a built-in name (``smollm2-135m``), hub id or folder."""
     try:
-        local = resolve_pretrained(params.model)  # built-in names such as smollm2-135m
+        local = resolve_pretrained(name)  # built-in names such as smollm2-135m
     except PretrainedUnavailable as err:
-        raise StudentLoadError(f"student.model = {params.model!r}: {err}") from None
-    return load_pretrained(str(local) if local else params.model)
+        raise StudentLoadError(f"student.model = {name!r}: {err}") from None
+    return load_pretrained(str(local) if local else name)
 
 
 def wrap_lora(model, params: StudentParams):

@@ -22,13 +22,14 @@ from ftcot.evaluation import (
 from ftcot.formats import student_prompt
 from ftcot.generation import generate_greedy, generate_samples
 from ftcot.io import write_json, write_jsonl
+from ftcot.methods import FINETUNE_METHODS
 from ftcot.stage import log, run_stage
 from ftcot.student import is_encoder_decoder, load_model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", required=True, choices=["ft_cot", "vanilla"])
+    parser.add_argument("--variant", required=True, choices=FINETUNE_METHODS)
     parser.add_argument("--model", required=True)
     parser.add_argument("--test", required=True)
     parser.add_argument("--predictions", required=True)

@@ -20,6 +20,7 @@ import shutil
 
 from ftcot.config import load_params
 from ftcot.io import default_cache_dir, read_jsonl, write_json
+from ftcot.methods import FINETUNE_METHODS
 from ftcot.stage import log, run_stage
 from ftcot.student import StudentLoadError
 from ftcot.training import EmptyTrainingSetError, checkpoint_key, finetune
@@ -30,7 +31,7 @@ FIELDS = ("id", "question_id", "question", "answer", "rationale")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True)
-    parser.add_argument("--variant", required=True, choices=["ft_cot", "vanilla"])
+    parser.add_argument("--variant", required=True, choices=FINETUNE_METHODS)
     parser.add_argument("--train", required=True)
     parser.add_argument("--val", required=True)
     parser.add_argument("--out", required=True)

@@ -24,10 +24,9 @@ from ftcot.evaluation import (
 )
 from ftcot.io import read_jsonl, write_json, write_jsonl
 from ftcot.methods import PROMPTING_METHODS
-from ftcot.pretrained import PretrainedUnavailable, resolve_pretrained
 from ftcot.prompting import PromptingError, run_prompting, select_exemplars
 from ftcot.stage import log, run_stage
-from ftcot.student import StudentLoadError, load_pretrained
+from ftcot.student import StudentLoadError, load_named_pretrained
 
 
 def main() -> None:
@@ -45,11 +44,7 @@ def main() -> None:
     if args.method == "few_shot_cot":
         examples = read_jsonl(args.examples, required=("id", "question_id", "question", "answer", "rationale"))
         exemplars = select_exemplars(examples, params.evaluate.few_shot_k, params.seed)
-    try:
-        local = resolve_pretrained(params.student.model)
-    except PretrainedUnavailable as err:
-        raise StudentLoadError(f"student.model = {params.student.model!r}: {err}") from None
-    model, tokenizer = load_pretrained(str(local) if local else params.student.model)
+    model, tokenizer = load_named_pretrained(params.student.model)
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     generations = run_prompting(
         args.method,

@@ -177,6 +177,10 @@ def test_experiment_with_more_diversity_reruns_from_teach(project):
     # The summary compares task by task and method by method.
     assert "tasks.coin_flip.ft_cot.accuracy" in diff["metrics/summary.json"]
     assert diff["metrics/summary.json"]["diversity"]["new"] == 2
+    plots = json.loads(run(["dvc", "plots", "diff", "HEAD", "--json"], root, env).stdout)["data"]
+    (bars,) = plots["report/accuracy.json"]
+    assert sorted(bars["revisions"]) == sorted(["workspace", "HEAD"])  # the experiment against the baseline
+    assert {row["rev"] for row in bars["content"]["data"]["values"]} == {"workspace", "HEAD"}
 
 
 def test_diversity_sweep_recipe_draws_the_curve(project):
