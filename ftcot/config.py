@@ -1,8 +1,15 @@
 """Typed, validated pipeline parameters (``params.yaml``).
 
-Every stage loads the whole file through :func:`load_params`, so a typo anywhere stops the
-pipeline before the first stage does any work (and before any teacher is paid). Each section is a
-pydantic model with ``extra="forbid"``: an unknown key is an error that names the key.
+Every stage loads the whole file through :func:`load_params`, and the first stage of the
+pipeline (``check``, which depends on the file itself) does nothing else, so a typo anywhere stops
+``dvc repro`` / ``dvc exp run`` before any other stage does any work (and before any teacher is
+paid), even when nothing else changed. Each section is a pydantic model with ``extra="forbid"``
+and ``strict=True``: an unknown key, or a value of the wrong type (``diversity: true``,
+``epochs: "3"``), is an error that names the key.
+
+params.yaml is the one source of values for a run: :func:`load_params` refuses a file with a key
+missing. The defaults below serve library callers and tests only, and a test holds them equal to
+params.yaml (and to the README's table).
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML's `true` is not the integer 1, nor "3" the number 3.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class SyntheticTaskParams(Section):
@@ -132,7 +140,7 @@ class TeacherParams(Section):
     max_retries: int = Field(5, ge=0, description="Retries per request (429, 5xx, timeouts, dropped connections).")
     batch: bool = Field(False, description="Use the Batch API: submit, poll, collect (openai backend).")
     batch_poll_seconds: float = Field(30.0, gt=0.0, description="Seconds between polls of a submitted batch.")
-    eval_test: bool = Field(False, description="Also answer the test questions (sample 0): the teacher baseline.")
+    eval_test: bool = Field(True, description="Also answer the test questions (sample 0): the teacher baseline.")
     prices: dict[str, PriceParams] = Field(
         default_factory=dict, description="Per model: USD per million prompt / completion tokens."
     )
@@ -204,8 +212,8 @@ class StudentParams(Section):
     method: Literal["full", "lora"] = "full"
     tiny: TinyModelParams = TinyModelParams()
     lora: LoraParams = LoraParams()
-    epochs: float = Field(3.0, gt=0.0)
-    learning_rate: float = Field(1e-3, gt=0.0)
+    epochs: float = Field(10.0, gt=0.0)
+    learning_rate: float = Field(0.003, gt=0.0)
     batch_size: int = Field(16, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
@@ -218,7 +226,7 @@ class StudentParams(Section):
 class EvaluateParams(Section):
     """``evaluate``: decoding and scoring of the test set (stages ``evaluate`` and ``prompt``)."""
 
-    batch_size: int = Field(32, ge=1, description="Sequences decoded at once.")
+    batch_size: int = Field(64, ge=1, description="Sequences decoded at once.")
     max_new_tokens: int = Field(128, ge=1, description="Generation limit per completion.")
     samples: int = Field(
         0, ge=0, description="Self-consistency: completions sampled per question for a majority vote; 0: off."
@@ -287,19 +295,63 @@ def _format_error(path: Path, err: ValidationError) -> str:
     lines = [f"{path}: invalid parameters:"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = "unknown key (remove it or check its spelling)" if e["type"] == "extra_forbidden" else e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (remove it or check its spelling)"
+        elif e["type"].endswith("_type") and e["input"] is not None:
+            # Only the type is echoed, never the value: a misplaced secret must not reach a log.
+            msg = f"{e['msg']} (got a {'boolean' if isinstance(e['input'], bool) else type(e['input']).__name__})"
+        else:
+            msg = e["msg"]
         lines.append(f"  {key}: {msg}")
     return "\n".join(lines)
 
 
-def parse_params(raw: object, path: Path = DEFAULT_PARAMS_PATH) -> Params:
-    """Validates an already-loaded params mapping; errors name ``path`` and the key."""
+def _is_section(annotation: object) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, Section)
+
+
+def leaf_keys(model: type[Section] = Params, prefix: str = "") -> list[str]:
+    """Every settable key, dotted (``teacher.oracle.error_rate``); a mapping such as
+    ``teacher.prices`` or an optional section such as ``data.gsm8k.hub`` is one key."""
+    keys = []
+    for name, field in model.model_fields.items():
+        if _is_section(field.annotation):
+            keys += leaf_keys(field.annotation, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def missing_keys(raw: dict, model: type[Section] = Params, prefix: str = "") -> list[str]:
+    """Keys of ``model`` absent from ``raw`` (sections that are present but not mappings are
+    left to validation, which names them)."""
+    missing = []
+    for name, field in model.model_fields.items():
+        if name not in raw:
+            missing.append(f"{prefix}{name}")
+        elif _is_section(field.annotation) and isinstance(raw[name], dict):
+            missing += missing_keys(raw[name], field.annotation, f"{prefix}{name}.")
+    return missing
+
+
+def parse_params(raw: object, path: Path = DEFAULT_PARAMS_PATH, complete: bool = False) -> Params:
+    """Validates an already-loaded params mapping; errors name ``path`` and the key.
+
+    ``complete``: every key must be present (what :func:`load_params` asks of params.yaml), so
+    that deleting a key is an error rather than a silent switch to a default.
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_error(path, err)) from None
+    missing = missing_keys(raw) if complete else []
+    if missing:
+        lines = [f"{path}: missing key(s); params.yaml must set every parameter (see README, Parameters):"]
+        lines += [f"  {key}: missing" for key in missing]
+        raise ConfigError("\n".join(lines))
+    return params
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS_PATH) -> Params:
@@ -312,4 +364,19 @@ def load_params(path: str | Path = DEFAULT_PARAMS_PATH) -> Params:
         raise ConfigError(f"{path}: not found (run stages from the repository root)") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return parse_params(raw, path)
+    return parse_params(raw, path, complete=True)
+
+
+# Keys that change how the teacher's answers are obtained, never what they are: not listed among
+# stage teach's params in dvc.yaml, so raising the concurrency or a timeout never re-queries a
+# teacher (tests/test_stage_deps.py holds dvc.yaml to this list).
+OPERATIONAL_KEYS = frozenset(
+    {
+        "teacher.api_key_env",
+        "teacher.concurrency",
+        "teacher.timeout",
+        "teacher.max_retries",
+        "teacher.batch",
+        "teacher.batch_poll_seconds",
+    }
+)

@@ -8,16 +8,24 @@ from collections.abc import Callable
 
 from ftcot.config import ConfigError
 from ftcot.io import DataError
+from ftcot.numerics import NumericsError, pin_cpu_numerics, pin_environment
+
+# As early as a stage script's imports allow: the math libraries read these at their first use.
+try:
+    pin_environment()
+except NumericsError:
+    pass  # a bad FTCOT_NUM* variable: run_stage reports it as the user's error
 
 log = logging.getLogger("ftcot")
 
 # Errors that are the user's to fix: shown as one clear message, without a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, NumericsError)
 
 
 def run_stage(main: Callable[[], None], *user_errors: type[BaseException]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
+        log.debug("numerics: %s", pin_cpu_numerics())
         main()
     except (*USER_ERRORS, *user_errors) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,9 +1,10 @@
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ftcot.config import ConfigError, load_params, parse_params
+from ftcot.config import ConfigError, leaf_keys, load_params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -121,3 +122,98 @@ def test_every_parameter_is_documented_in_the_readme():
         ):
             undocumented.append(key)
     assert not undocumented, f"params.yaml keys missing from README.md: {undocumented}"
+
+
+# ---- one source of values: params.yaml; the code's defaults and the README agree with it -------
+
+
+def repo_params_raw() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def dotted(obj: dict, key: str):
+    for part in key.split("."):
+        obj = obj[part]
+    return obj
+
+
+def test_code_defaults_equal_params_yaml():
+    params = load_params(REPO / "params.yaml")
+    defaults = parse_params({"data": {"tasks": params.data.tasks}})  # tasks: the one key without a default
+    assert defaults.model_dump() == params.model_dump()
+
+
+def test_params_yaml_sets_every_key():
+    raw = repo_params_raw()
+    for key in leaf_keys():
+        dotted(raw, key)  # KeyError names the key
+
+
+@pytest.mark.parametrize("key", ["teacher.temperature", "student.tiny.n_embd", "seed", "data.gsm8k.hub"])
+def test_a_missing_key_in_the_file_is_an_error_naming_it(tmp_path, key):
+    raw = repo_params_raw()
+    *parents, last = key.split(".")
+    del (dotted(raw, ".".join(parents)) if parents else raw)[last]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=rf"params.yaml: missing key.*\n  {re.escape(key)}: missing"):
+        load_params(path)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("diversity", True, "diversity: Input should be a valid integer (got a boolean)"),
+        ("student.epochs", "3", "student.epochs: Input should be a valid number (got a str)"),
+        ("teacher.eval_test", "yes", "teacher.eval_test: Input should be a valid boolean (got a str)"),
+        ("seed", 1.5, "seed: Input should be a valid integer (got a float)"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_an_error(key, value, message):
+    raw = repo_params_raw()
+    *parents, last = key.split(".")
+    (dotted(raw, ".".join(parents)) if parents else raw)[last] = value
+    with pytest.raises(ConfigError) as err:
+        parse_params(raw)
+    assert message in str(err.value)
+
+
+def test_an_integer_is_a_valid_float():
+    raw = repo_params_raw()
+    raw["student"]["epochs"] = 3
+    assert parse_params(raw).student.epochs == 3.0
+
+
+def readme_parameter_table() -> dict[str, str]:
+    """``key -> default`` from README.md's Parameters table; ``a.{b,c}.d`` and ``x, y`` rows expand."""
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("## Parameters") :]
+    table = table[: table.index("\n## ", 3)]
+    rows = {}
+    for line in table.splitlines():
+        m = re.match(r"\| (`[^|]+`) \| `([^|]*)` \|", line)
+        if not m:
+            continue
+        keys = []
+        for spec in re.findall(r"`([^`]+)`", m.group(1)):
+            brace = re.search(r"\{([^}]*)\}", spec)
+            alternatives = brace.group(1).split(",") if brace else [""]
+            keys += [spec.replace(brace.group(0), a) if brace else spec for a in alternatives]
+        defaults = [m.group(2)]
+        if len(keys) > 1 and not m.group(2).startswith(("[", "{")) and m.group(2).count(",") == len(keys) - 1:
+            defaults = [d.strip() for d in m.group(2).split(",")]
+        for i, key in enumerate(keys):
+            rows[key] = defaults[i] if len(defaults) > 1 else defaults[0]
+    return rows
+
+
+def test_readme_lists_every_parameter_with_its_params_yaml_value():
+    rows = readme_parameter_table()
+    assert len(rows) >= 40
+    raw = repo_params_raw()
+    missing = [k for k in leaf_keys() if k not in rows]
+    assert not missing, f"README.md's Parameters table lacks {missing}"
+    unknown = [k for k in rows if k not in leaf_keys()]
+    assert not unknown, f"README.md's Parameters table names keys that do not exist: {unknown}"
+    wrong = {k: (rows[k], dotted(raw, k)) for k in rows if yaml.safe_load(rows[k]) != dotted(raw, k)}
+    assert not wrong, f"README default != params.yaml value: {wrong}"

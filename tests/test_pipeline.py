@@ -1,17 +1,15 @@
 """End to end: the real `dvc repro` on a tiny configuration, in a temporary copy of the repo."""
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from ftcot.testing.project import SIMULATED_CPUS, copy_project, differing, project_env, run, tracked_outputs
+
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ["dvc.yaml", "params.yaml", "stages", "ftcot", "replay", "scripts", ".dvc/config", ".dvcignore"]
 
 pytestmark = pytest.mark.slow
 
@@ -32,41 +30,10 @@ def tiny_params() -> dict:
     return params
 
 
-def run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("project")
-    for name in COPIED:
-        src, dst = REPO / name, root / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dst)
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
-    (root / "metrics").mkdir()
-    (root / "metrics/diversity.json").write_text('{"points": []}\n')  # no sweep yet
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "FTCOT_CACHE_DIR": str(root / ".teacher-cache-1"),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-    }
-    (root / ".gitignore").write_text(".teacher-cache-*\n")
-    run(["git", "init", "-q"], root, env)
-    run(["git", "add", "-A"], root, env)
-    run(["git", "commit", "-qm", "tiny"], root, env)
+    root = copy_project(tmp_path_factory.mktemp("project"), yaml.safe_dump(tiny_params(), sort_keys=False))
+    env = project_env(root)
     first = run(["dvc", "repro"], root, env)
     return root, env, first
 
@@ -127,6 +94,47 @@ def test_second_repro_runs_nothing(project):
     again = run(["dvc", "repro"], root, env)
     assert "Running stage" not in again.stdout
     assert "Data and pipelines are up to date" in run(["dvc", "status"], root, env).stdout
+
+
+def test_outputs_are_byte_identical_on_another_cpu(project, tmp_path):
+    """The same pipeline where the libraries would pick other kernels (no AVX-512, MKL's AVX2
+    path), on one core: every tracked output, dvc.lock included, is the same."""
+    root, _, _ = project
+    other = copy_project(tmp_path / "other", read(root, "params.yaml"))
+    simulated = SIMULATED_CPUS["avx2-1-core"]
+    run([*simulated["prefix"], "dvc", "repro"], other, project_env(other, **simulated["env"]))
+    mine, theirs = tracked_outputs(root), tracked_outputs(other)
+    assert len(mine) > 40 and "models/coin_flip/ft_cot/model.safetensors" in mine
+    assert not differing(mine, theirs)
+
+
+def test_a_misspelt_or_mistyped_param_stops_repro_even_when_nothing_changed(project):
+    root, env, _ = project
+    original = read(root, "params.yaml")
+    params = yaml.safe_load(original)
+    bad = {
+        "teacher.tempreature": lambda p: p["teacher"].update(tempreature=0.5),
+        "foo": lambda p: p.update(foo=1),
+        "diversity": lambda p: p.update(diversity=True),
+    }
+    try:
+        for key, edit in bad.items():
+            edited = yaml.safe_load(original)
+            edit(edited)
+            (root / "params.yaml").write_text(yaml.safe_dump(edited))
+            proc = run(["dvc", "repro"], root, env, check=False)
+            assert proc.returncode != 0, key
+            assert f"{key}: " in proc.stderr + proc.stdout, (key, proc.stderr[-2000:])
+            assert "Running stage 'check'" in proc.stdout and "Running stage 'fetch" not in proc.stdout
+        (root / "params.yaml").write_text(yaml.safe_dump(params))  # valid again, reformatted
+        again = run(["dvc", "repro"], root, env)
+        assert "Running stage 'check'" in again.stdout
+        assert [line for line in again.stdout.splitlines() if line.startswith("Running stage")] == [
+            "Running stage 'check':"
+        ]  # its output did not change: nothing downstream reruns
+    finally:
+        (root / "params.yaml").write_text(original)
+        run(["dvc", "repro"], root, env)
 
 
 def test_student_or_evaluation_changes_never_touch_the_teacher(project):

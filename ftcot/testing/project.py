@@ -1,0 +1,94 @@
+"""A throwaway copy of the project in which the real `dvc repro` runs (tests and benchmarks)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+# What a run needs: the pipeline, its code and its configuration; not the committed results.
+COPIED = ["dvc.yaml", "params.yaml", "stages", "ftcot", "replay", "scripts", ".dvc/config", ".dvcignore"]
+# Outputs that say what a run cost or where it ran, not what it computed: never compared.
+UNCOMPARED_SUFFIXES = (".run.json",)
+
+
+def copy_project(root: Path, params_text: str | None = None) -> Path:
+    """Copies the pipeline into ``root`` (a git repository with one commit), with ``params_text``
+    as its params.yaml, and an empty diversity sweep."""
+    for name in COPIED:
+        src, dst = REPO / name, root / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, dst)
+    if params_text is not None:
+        (root / "params.yaml").write_text(params_text)
+    (root / "metrics").mkdir(exist_ok=True)
+    (root / "metrics/diversity.json").write_text('{"points": []}\n')  # no sweep yet
+    (root / ".gitignore").write_text(".teacher-cache-*\n")
+    env = project_env(root)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "project"]):
+        run(cmd, root, env)
+    return root
+
+
+def project_env(root: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "FTCOT_CACHE_DIR": str(root / ".teacher-cache-1"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+        **extra,
+    }
+
+
+def run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def tracked_outputs(root: Path) -> dict[str, str]:
+    """SHA-256 of every file a run writes (dvc.lock, data, models, metrics, curves, report)."""
+    files = [root / "dvc.lock"]
+    for folder in ("data", "models", "metrics", "curves", "report"):
+        files += [p for p in (root / folder).rglob("*") if p.is_file()]
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(files)
+        if not p.name.endswith(UNCOMPARED_SUFFIXES) and p.name != ".gitignore"
+    }
+
+
+def differing(a: dict[str, str], b: dict[str, str]) -> list[str]:
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+# Another machine, as far as one machine can pretend: the variables make ATen and MKL pick other
+# kernels than this CPU's best (as on a CPU without AVX-512), and taskset leaves one core, so the
+# libraries' default thread counts change too. What each changes is measured by
+# benchmarks/reproducibility.py.
+SIMULATED_CPUS: dict[str, dict] = {
+    "this-cpu": {"prefix": [], "env": {}},
+    "avx2-1-core": {
+        "prefix": ["taskset", "-c", "0"] if shutil.which("taskset") else [],
+        "env": {
+            "ATEN_CPU_CAPABILITY": "avx2",
+            "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+            "ONEDNN_MAX_CPU_ISA": "AVX2",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        },
+    },
+}
