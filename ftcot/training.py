@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 from datasets import Dataset
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments, set_seed
 
+from ftcot.checkpoints import last_complete_checkpoint
 from ftcot.config import StudentParams
 from ftcot.formats import FORMAT_VERSION, student_prompt, student_target
 from ftcot.student import count_parameters, is_encoder_decoder, load_student, wrap_lora
@@ -71,7 +74,10 @@ def build_dataset(
 
 class ValidationAccuracy(TrainerCallback):
     """Greedy-decodes the validation questions after each evaluation and scores them with the
-    answer rules: the accuracy the test will measure, tracked on validation data only."""
+    answer rules: the accuracy the test will measure, tracked on validation data only.
+
+    The accuracy goes into the evaluation's entry of ``state.log_history`` as ``eval_accuracy``.
+    """
 
     def __init__(self, examples: Sequence[dict], variant: str, tokenizer, encoder_decoder: bool, max_new_tokens: int):
         self.examples = list(examples)
@@ -79,7 +85,6 @@ class ValidationAccuracy(TrainerCallback):
         self.tokenizer = tokenizer
         self.encoder_decoder = encoder_decoder
         self.max_new_tokens = max_new_tokens
-        self.history: list[dict] = []
 
     def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs) -> None:
         from ftcot.evaluation import score_predictions, summarize_predictions
@@ -90,19 +95,38 @@ class ValidationAccuracy(TrainerCallback):
             model, self.tokenizer, prompts, args.per_device_eval_batch_size, self.max_new_tokens, desc="validation"
         )
         accuracy = summarize_predictions(score_predictions(self.examples, generations, self.variant))["accuracy"]
-        self.history.append({"step": state.global_step, "epoch": _round(state.epoch), "accuracy": accuracy})
         if metrics is not None:
             metrics["eval_accuracy"] = accuracy  # read by LiveCurves.on_evaluate
+        # The Trainer logged this evaluation just before calling here. Add the accuracy to that entry:
+        # the log history is saved with each checkpoint, so a resumed run still has every epoch's.
+        last = state.log_history[-1] if state.log_history else {}
+        if last.get("step") == state.global_step and "eval_loss" in last:
+            last["eval_accuracy"] = accuracy
+
+
+class LogAtEpochEnd(TrainerCallback):
+    """Logs the training loss at every epoch end, where the checkpoints are saved.
+
+    The Trainer averages each logged loss over the steps since its previous log, counted from the
+    start of the current process; a checkpoint between two logs would make the first log after a
+    resume (and the curves and mean loss built on it) differ from an uninterrupted run's. Logged at
+    every checkpoint, nothing is pending when one is saved.
+    """
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        control.should_log = True
+        return control
 
 
 class LiveCurves(TrainerCallback):
-    """Training curves to DVCLive: loss, learning rate and validation loss by step. Only these
-    (no timings, no machine paths), so the files are the same on every run."""
+    """Training curves to DVCLive: loss, learning rate, validation loss and accuracy by step. Only
+    these (no timings, no machine paths), so the files are the same on every run, resumed or not."""
 
     KEYS: ClassVar[dict[str, str]] = {
         "loss": "train/loss",
         "learning_rate": "train/learning_rate",
         "eval_loss": "eval/loss",
+        "eval_accuracy": "eval/accuracy",
     }
 
     def __init__(self, live_dir: str | Path):
@@ -110,21 +134,29 @@ class LiveCurves(TrainerCallback):
 
         self.live = Live(str(live_dir), save_dvc_exp=False, dvcyaml=None)
 
+    def _write(self, step: int, logs: dict) -> None:
+        for key, name in self.KEYS.items():
+            if key in logs:
+                self.live.step = step
+                self.live.log_metric(name, round(float(logs[key]), 6))
+
+    def on_train_begin(self, args, state, control, **kwargs) -> None:
+        # A resumed run starts with the log history of its checkpoint: write it out first, in the
+        # order it was logged, so the files are those of an uninterrupted run rather than curves that
+        # begin at the resumed step. (A fresh run has no history yet.)
+        if state.is_world_process_zero:
+            for entry in state.log_history:
+                self._write(entry["step"], entry)
+
     def on_log(self, args, state, control, logs=None, **kwargs) -> None:
-        if not state.is_world_process_zero or not logs:
-            return
-        values = {name: logs[key] for key, name in self.KEYS.items() if key in logs}
-        if values:
-            self.live.step = state.global_step
-            for name, value in values.items():
-                self.live.log_metric(name, round(float(value), 6))
+        if state.is_world_process_zero and logs:
+            self._write(state.global_step, logs)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs) -> None:
         # The validation accuracy is added to the metrics after they were logged (see
-        # ValidationAccuracy, which runs first): record it here.
+        # ValidationAccuracy, which runs first): record it here, as the replay above does.
         if state.is_world_process_zero and metrics and "eval_accuracy" in metrics:
-            self.live.step = state.global_step
-            self.live.log_metric("eval/accuracy", round(float(metrics["eval_accuracy"]), 6))
+            self._write(state.global_step, {"eval_accuracy": metrics["eval_accuracy"]})
 
     def on_train_end(self, args, state, control, **kwargs) -> None:
         if state.is_world_process_zero:
@@ -144,9 +176,13 @@ def train_student(
     """Runs the ``Trainer`` and returns its ``TrainOutput`` and state.
 
     A checkpoint is saved every epoch in ``checkpoint_dir`` (a scratch folder if None), and an
-    interrupted run given the same folder resumes from its last checkpoint. With a validation
-    set, the epoch with the lowest validation loss is the one kept: model selection uses the
-    validation split, never the test set.
+    interrupted run given the same folder resumes from its last complete checkpoint (incomplete
+    ones, cut off while being written, are removed with a warning). With a validation set, the
+    epoch with the lowest validation loss is the one kept: model selection uses the validation
+    split, never the test set.
+
+    ``TrainOutput.training_loss`` covers the steps run in this process only; see
+    ``mean_training_loss`` for the whole run's.
     """
     steps_per_epoch = max(1, -(-len(train_ds) // (params.batch_size * params.gradient_accumulation_steps)))
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -154,7 +190,8 @@ def train_student(
 
     with tempfile.TemporaryDirectory(prefix="ftcot-trainer-") as scratch:
         output_dir = Path(checkpoint_dir) if checkpoint_dir is not None else Path(scratch)
-        resume = any(output_dir.glob("checkpoint-*"))
+        # Every process checks (they pass the same path to the Trainer); one removes what is incomplete.
+        resume = last_complete_checkpoint(output_dir, remove_incomplete=int(os.environ.get("RANK", "0")) == 0)
         args = TrainingArguments(
             output_dir=str(output_dir),
             num_train_epochs=params.epochs,
@@ -193,13 +230,33 @@ def train_student(
             train_dataset=train_ds,
             eval_dataset=val_ds if has_val else None,
             data_collator=collator,
-            callbacks=list(callbacks),
+            callbacks=[LogAtEpochEnd(), *callbacks],
         )
-        return trainer.train(resume_from_checkpoint=True if resume else None), trainer.state
+        return trainer.train(resume_from_checkpoint=str(resume) if resume else None), trainer.state
 
 
 def _step_of(checkpoint: str | None) -> int | None:
     return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None
+
+
+def mean_training_loss(log_history: Sequence[dict], steps: int) -> float:
+    """The mean training loss per step over a whole run, from its log history: what the Trainer's
+    ``TrainOutput.training_loss`` is for an uninterrupted run, bit for bit, and the same number for
+    a run resumed from a checkpoint (where the Trainer's covers the steps after the resume only).
+
+    The Trainer adds up each step's loss in a float32 tensor, and at each log divides the sum by the
+    steps since the previous log (``loss``) and adds it (as a Python float) to a running total, which
+    it divides by the steps at the end. Multiplying ``loss`` back and rounding to float32 recovers
+    each sum exactly (the float64 division and product are off by far less than a float32 ulp), and
+    adding them in the same order gives the same total. Nothing is left unlogged at the end, since
+    ``LogAtEpochEnd`` logs at the last step.
+    """
+    total, last_step = 0.0, 0
+    for entry in log_history:
+        if "loss" in entry:
+            total += float(np.float32(entry["loss"] * (entry["step"] - last_step)))
+            last_step = entry["step"]
+    return total / max(steps, 0.001)  # the Trainer's guard against zero steps
 
 
 def checkpoint_key(params: StudentParams, seed: int, variant: str, train: Sequence[dict], val: Sequence[dict]) -> str:
@@ -227,6 +284,9 @@ def finetune(
     """Trains a student and saves it (merged, for LoRA) with its tokenizer to ``output_dir``.
 
     Returns the training metrics and the loss curve (one row per logging step and epoch end).
+    Both are built from the Trainer's log history, which checkpoints carry: a run interrupted and
+    resumed from its checkpoint returns the same as an uninterrupted one (and writes the same files
+    to ``live_dir``).
     """
     if not train_examples:
         raise EmptyTrainingSetError(
@@ -268,6 +328,11 @@ def finetune(
         if "loss" in h or "eval_loss" in h
     ]
     eval_losses = [row["eval_loss"] for row in curve if "eval_loss" in row]
+    val_accuracy = [
+        {"step": h["step"], "epoch": _round(h["epoch"]), "accuracy": h["eval_accuracy"]}
+        for h in history
+        if "eval_accuracy" in h
+    ]
     metrics = {
         "format_version": FORMAT_VERSION,
         "method": params.method,
@@ -278,13 +343,13 @@ def finetune(
         "truncated_train": train_truncated,
         "truncated_val": val_truncated,
         "steps": result.global_step,
-        "train_loss": _round(result.training_loss),
+        "train_loss": _round(mean_training_loss(history, result.global_step)),
         "final_eval_loss": eval_losses[-1] if eval_losses else None,
         # The saved model is the epoch with the lowest validation loss (never chosen on test).
         "selected_on": "validation loss" if eval_losses else "last epoch",
         "best_eval_loss": _round(state.best_metric) if eval_losses else None,
         "best_step": _step_of(state.best_model_checkpoint) if eval_losses else result.global_step,
-        "val_accuracy_by_epoch": accuracy.history,
+        "val_accuracy_by_epoch": val_accuracy,
         "trainable_parameters": trainable,
         "total_parameters": total,
     }

@@ -5,9 +5,22 @@
         --out models/coin_flip/ft_cot --metrics metrics/finetune/coin_flip/ft_cot.json \
         --live curves/coin_flip/ft_cot
 
-A checkpoint is saved every epoch in $FTCOT_CACHE_DIR/checkpoints/ (outside DVC's outputs, which
-DVC deletes before a rerun): an interrupted stage resumes from it; it is removed once training
-ends. The saved model is the epoch with the lowest validation loss.
+A checkpoint is saved every epoch in $FTCOT_CACHE_DIR/checkpoints/<task>-<variant>-<key>/, where
+the key hashes the student params, seed, variant and data (outside DVC's outputs, which DVC deletes
+before a rerun). An interrupted stage resumes from its newest complete checkpoint and writes the
+same model, metrics and curves as an uninterrupted run; a checkpoint cut off while being written is
+removed with a warning (then the one before is used, or training starts over). The folder is
+removed once training ends. The saved model is the epoch with the lowest validation loss.
+
+Checkpoint folders of the same task and variant with another key are removed when this stage
+starts and when it ends: their inputs are no longer this stage's, so it would never resume them
+(DVC restoring a stage from its run-cache never runs it, so nothing else would remove them).
+Switching params back to those of an interrupted run therefore trains from scratch. A folder still
+in use is kept: each run holds an flock on <folder>.lock for as long as it lives, so another
+experiment training concurrently with other params (same cache dir) is never touched, however long
+its epochs take, while the folder of a killed run is free at once. $FTCOT_CACHE_DIR must be on a
+file system with working flock (a local disk). A second run with the very same inputs while one is
+going stops with an error rather than share its checkpoints.
 
 Several processes (DDP; gloo on CPU, NCCL on GPUs): prefix the command with
 `torchrun --nproc_per_node N` or `accelerate launch --num_processes N`; student.batch_size is
@@ -17,9 +30,11 @@ per process.
 import argparse
 import os
 import shutil
+from contextlib import nullcontext
 
+from ftcot.checkpoints import CheckpointsInUseError, checkpoint_folder, claimed, remove_stale_checkpoints
 from ftcot.config import load_params
-from ftcot.io import default_cache_dir, read_jsonl, write_json
+from ftcot.io import read_jsonl, write_json
 from ftcot.methods import FINETUNE_METHODS
 from ftcot.stage import log, run_stage
 from ftcot.student import StudentLoadError
@@ -44,16 +59,23 @@ def main() -> None:
     train = read_jsonl(args.train, required=FIELDS)
     val = read_jsonl(args.val, required=FIELDS)
     key = checkpoint_key(params.student, params.seed, args.variant, train, val)
-    checkpoints = default_cache_dir() / "checkpoints" / f"{args.task}-{args.variant}-{key}"
-    if any(checkpoints.glob("checkpoint-*")):
-        log.info("resuming from the checkpoints in %s", checkpoints)
-    shutil.rmtree(args.live, ignore_errors=True)  # curves of this run only
-    metrics, _ = finetune(
-        train, val, args.variant, params.student, params.seed, args.out, args.task, checkpoints, args.live
-    )
-    if int(os.environ.get("RANK", "0")) != 0:
-        return  # under torchrun / accelerate launch, rank 0 writes the outputs
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    checkpoints = checkpoint_folder(args.task, args.variant, key)
+    # Under torchrun / accelerate launch, rank 0 writes the outputs and looks after the checkpoints.
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    with claimed(checkpoints) if rank0 else nullcontext():
+        if rank0:
+            remove_stale_checkpoints(checkpoints)
+        if any(checkpoints.glob("checkpoint-*")):
+            log.info("resuming from the checkpoints in %s", checkpoints)
+        shutil.rmtree(args.live, ignore_errors=True)  # curves of this run only (a resume writes them all again)
+        metrics, _ = finetune(
+            train, val, args.variant, params.student, params.seed, args.out, args.task, checkpoints, args.live
+        )
+        if not rank0:
+            return
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        # Again at the end: a run of other inputs may have been interrupted while this one trained.
+        remove_stale_checkpoints(checkpoints)
     write_json(args.metrics, metrics)
     if metrics["truncated_train"]:
         log.warning(
@@ -72,4 +94,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, EmptyTrainingSetError, StudentLoadError)
+    run_stage(main, EmptyTrainingSetError, StudentLoadError, CheckpointsInUseError)

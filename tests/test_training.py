@@ -203,15 +203,113 @@ class Interrupted(Exception):
     pass
 
 
-class InterruptAfterFirstSave(TrainerCallback):
+class InterruptAfterSaves(TrainerCallback):
+    """Stops training right after its ``saves``-th checkpoint is written, as a kill would."""
+
+    def __init__(self, saves: int = 1):
+        self.saves = saves
+
     def on_save(self, args, state, control, **kwargs):
-        raise Interrupted(f"stopped after step {state.global_step}")
+        self.saves -= 1
+        if self.saves == 0:
+            raise Interrupted(f"stopped after step {state.global_step}")
+
+
+def live_files(live) -> dict[str, bytes]:
+    return {str(f.relative_to(live)): f.read_bytes() for f in sorted(live.rglob("*")) if f.is_file()}
+
+
+def test_mean_training_loss_is_the_trainers_for_an_uninterrupted_run():
+    from ftcot.training import mean_training_loss
+
+    p = params(epochs=2)
+    tok = build_tiny_tokenizer([student_prompt(e["question"]) + " " + e["rationale"] for e in examples(44)], 300)
+    train_ds, _ = build_dataset(examples(44), "ft_cot", tok, 64)
+    result, state = train_student(build_tiny_gpt2(p, tok, seed=0), tok, train_ds, train_ds.select([]), p, seed=0)
+    logged = [h["step"] for h in state.log_history if "loss" in h]
+    # 11 steps an epoch, a log every 2 steps, and one at each epoch end (where checkpoints are saved)
+    assert logged == [2, 4, 6, 8, 10, 11, 12, 14, 16, 18, 20, 22]
+    assert mean_training_loss(state.log_history, result.global_step) == result.training_loss  # bit for bit
 
 
 def test_interrupted_training_resumes_from_its_checkpoint(tmp_path):
-    p = params(epochs=3)
-    full, _ = finetune(examples(), examples(4), "ft_cot", p, 0, tmp_path / "full", checkpoint_dir=tmp_path / "a")
-    with pytest.raises(Interrupted, match="after step 3"):
+    # 11 steps an epoch and a log every 2: the checkpoint at step 11 falls between two logging steps.
+    p = params(epochs=3, val_max_new_tokens=16)  # a short validation decode: the check is equality
+    train, val = examples(44), examples(4)
+    full = finetune(
+        train, val, "ft_cot", p, 0, tmp_path / "full", checkpoint_dir=tmp_path / "a", live_dir=tmp_path / "la"
+    )
+    with pytest.raises(Interrupted, match="after step 11"):
+        finetune(
+            train,
+            val,
+            "ft_cot",
+            p,
+            0,
+            tmp_path / "x",
+            checkpoint_dir=tmp_path / "b",
+            live_dir=tmp_path / "lb",
+            callbacks=[InterruptAfterSaves()],
+        )
+    assert sorted(c.name for c in (tmp_path / "b").glob("checkpoint-*")) == ["checkpoint-11"]
+    resumed = finetune(
+        train, val, "ft_cot", p, 0, tmp_path / "resumed", checkpoint_dir=tmp_path / "b", live_dir=tmp_path / "lb"
+    )
+    assert resumed[0]["steps"] == full[0]["steps"] == 33
+    assert resumed == full  # the metrics dict (train_loss, best_step, val_accuracy_by_epoch...) and the curve
+    assert len(full[0]["val_accuracy_by_epoch"]) == 3 and full[0]["best_step"] in (11, 22, 33)
+    assert live_files(tmp_path / "lb") == live_files(tmp_path / "la")
+    assert len((tmp_path / "lb" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()) == 1 + 18
+    assert (tmp_path / "resumed" / "model.safetensors").read_bytes() == (
+        tmp_path / "full" / "model.safetensors"
+    ).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """Metrics and curve of a 3-epoch run (3 steps an epoch) that nothing interrupts."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    return finetune(
+        examples(),
+        examples(4),
+        "ft_cot",
+        params(epochs=3, val_max_new_tokens=16),
+        0,
+        out / "m",
+        checkpoint_dir=out / "c",
+    )
+
+
+def _remove_trainer_state(checkpoint):
+    (checkpoint / "trainer_state.json").unlink()
+
+
+def _truncate_weights(checkpoint):
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+
+
+class ListCheckpointsAtStart(TrainerCallback):
+    def __init__(self, folder):
+        self.folder, self.names = folder, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.names = sorted(c.name for c in self.folder.glob("checkpoint-*"))
+
+
+@pytest.mark.parametrize(
+    ("saves", "damage", "left", "warning"),
+    [
+        (2, _remove_trainer_state, ["checkpoint-3"], "resuming from checkpoint-3"),  # the newest: the one before
+        (1, _truncate_weights, [], "training starts over"),  # the only one
+    ],
+    ids=["newest-without-trainer-state", "only-one-truncated"],
+)
+def test_incomplete_checkpoint_is_removed_and_training_goes_on(
+    tmp_path, caplog, uninterrupted, saves, damage, left, warning
+):
+    p = params(epochs=3, val_max_new_tokens=16)  # as in the uninterrupted fixture
+    with pytest.raises(Interrupted, match=f"after step {3 * saves}"):
         finetune(
             examples(),
             examples(4),
@@ -219,16 +317,21 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path):
             p,
             0,
             tmp_path / "x",
-            checkpoint_dir=tmp_path / "b",
-            callbacks=[InterruptAfterFirstSave()],
+            checkpoint_dir=tmp_path / "c",
+            callbacks=[InterruptAfterSaves(saves)],
         )
-    assert sorted(c.name for c in (tmp_path / "b").glob("checkpoint-*")) == ["checkpoint-3"]
-    resumed, _ = finetune(examples(), examples(4), "ft_cot", p, 0, tmp_path / "resumed", checkpoint_dir=tmp_path / "b")
-    assert resumed["steps"] == full["steps"] == 9
-    a = AutoModelForCausalLM.from_pretrained(tmp_path / "full").state_dict()
-    b = AutoModelForCausalLM.from_pretrained(tmp_path / "resumed").state_dict()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name])
+    newest = tmp_path / "c" / f"checkpoint-{3 * saves}"
+    damage(newest)
+    seen = ListCheckpointsAtStart(tmp_path / "c")
+    with caplog.at_level("WARNING", logger="ftcot"):
+        resumed = finetune(
+            examples(), examples(4), "ft_cot", p, 0, tmp_path / "m", checkpoint_dir=tmp_path / "c", callbacks=[seen]
+        )
+    assert seen.names == left  # the incomplete one was gone before the Trainer looked
+    warnings = [r.getMessage() for r in caplog.records if r.name == "ftcot" and r.levelname == "WARNING"]
+    assert any(f"{newest} is incomplete" in w for w in warnings), warnings
+    assert any(warning in w for w in warnings), warnings
+    assert resumed == uninterrupted
 
 
 def test_model_is_selected_on_validation_loss_and_curves_go_to_dvclive(tmp_path):

@@ -1,0 +1,96 @@
+"""Which checkpoint a resumed finetune uses, and which checkpoint folders are removed (no training here)."""
+
+import json
+import logging
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from ftcot.checkpoints import (
+    CheckpointsInUseError,
+    checkpoint_folder,
+    claimed,
+    last_complete_checkpoint,
+    remove_stale_checkpoints,
+)
+
+
+def fake_checkpoint(folder, weights="model.safetensors"):
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": int(folder.name.rsplit("-", 1)[1])}))
+    save_file({"w": torch.ones(64)}, str(folder / weights))
+    torch.save({"state": torch.zeros(64)}, folder / "optimizer.pt")
+    return folder
+
+
+def truncate(path, cut=10):
+    path.write_bytes(path.read_bytes()[:-cut])
+
+
+def test_the_newest_complete_checkpoint_is_resumed_and_newer_incomplete_ones_removed(tmp_path, caplog):
+    good = fake_checkpoint(tmp_path / "checkpoint-2")
+    fake_checkpoint(tmp_path / "checkpoint-3", weights="adapter_model.safetensors")  # LoRA
+    truncate(fake_checkpoint(tmp_path / "checkpoint-4") / "optimizer.pt")
+    (fake_checkpoint(tmp_path / "checkpoint-6") / "trainer_state.json").unlink()
+    (fake_checkpoint(tmp_path / "checkpoint-8") / "trainer_state.json").write_text('{"global_st')
+    truncate(fake_checkpoint(tmp_path / "checkpoint-10") / "model.safetensors")
+    (fake_checkpoint(tmp_path / "checkpoint-12") / "model.safetensors").unlink()
+    with caplog.at_level(logging.WARNING, logger="ftcot"):
+        assert last_complete_checkpoint(tmp_path, remove_incomplete=False) == tmp_path / "checkpoint-3"
+        assert len(list(tmp_path.glob("checkpoint-*"))) == 7  # checked only
+        (tmp_path / "checkpoint-3" / "adapter_model.safetensors").unlink()
+        assert last_complete_checkpoint(tmp_path) == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]
+    messages = "\n".join(r.getMessage() for r in caplog.records)
+    for step, problem in [
+        (4, "optimizer.pt unreadable"),
+        (6, "trainer_state.json unreadable"),
+        (8, "trainer_state.json unreadable"),
+        (10, "model.safetensors unreadable"),
+        (12, "no *.safetensors weights"),
+    ]:
+        assert f"checkpoint-{step} is incomplete, skipping it: {problem}" in messages
+    assert "resuming from checkpoint-2, the newest complete checkpoint" in messages
+
+
+def test_without_a_complete_checkpoint_training_starts_over(tmp_path, caplog):
+    assert last_complete_checkpoint(tmp_path) is None and not caplog.records  # nothing to resume, nothing to say
+    truncate(fake_checkpoint(tmp_path / "checkpoint-3") / "model.safetensors", cut=1)
+    with caplog.at_level(logging.WARNING, logger="ftcot"):
+        assert last_complete_checkpoint(tmp_path) is None
+    assert not (tmp_path / "checkpoint-3").exists()
+    assert "no complete checkpoint" in caplog.text and "training starts over" in caplog.text
+
+
+def test_stale_checkpoint_folders_of_the_same_task_and_variant_are_removed_unless_in_use(caplog):
+    current = checkpoint_folder("coin_flip", "ft_cot", "a" * 16)
+    stale = fake_checkpoint(checkpoint_folder("coin_flip", "ft_cot", "b" * 16) / "checkpoint-3").parent
+    busy = fake_checkpoint(checkpoint_folder("coin_flip", "ft_cot", "c" * 16) / "checkpoint-3").parent
+    other_variant = fake_checkpoint(checkpoint_folder("coin_flip", "vanilla", "b" * 16) / "checkpoint-3").parent
+    other_task = fake_checkpoint(checkpoint_folder("coin_flip-ft_cot", "ft_cot", "b" * 16) / "checkpoint-3").parent
+    not_a_key = fake_checkpoint(current.with_name("coin_flip-ft_cot-notakey") / "checkpoint-3").parent
+    orphan_lock = current.with_name(f"coin_flip-ft_cot-{'d' * 16}.lock")  # its run was killed before any checkpoint
+    orphan_lock.touch()
+    fake_checkpoint(current / "checkpoint-3")
+    with caplog.at_level(logging.INFO, logger="ftcot"), claimed(busy), claimed(current):
+        removed = remove_stale_checkpoints(current)
+        assert removed == [stale, orphan_lock.with_suffix("")]
+        assert current.with_name(current.name + ".lock").exists()  # held while the run lasts
+    assert not stale.exists() and not stale.with_name(stale.name + ".lock").exists() and not orphan_lock.exists()
+    for kept in (current, busy, other_variant, other_task, not_a_key):
+        assert (kept / "checkpoint-3" / "model.safetensors").exists()
+    assert f"keeping {busy}: in use by another process" in caplog.text
+    assert not current.with_name(current.name + ".lock").exists()  # released and removed at the end
+    # Once its process is gone, the folder that was in use is stale too.
+    assert remove_stale_checkpoints(current) == [busy]
+
+
+def test_a_folder_in_use_cannot_be_claimed_twice():
+    folder = checkpoint_folder("coin_flip", "ft_cot", "a" * 16)
+    with claimed(folder):
+        with pytest.raises(CheckpointsInUseError, match="in use by another process"):
+            with claimed(folder):
+                pass
+    with claimed(folder):  # free again
+        pass
