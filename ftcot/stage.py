@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from ftcot.config import ConfigError
 from ftcot.io import DataError
+from ftcot.lifecycle import end_with_parent
 
 log = logging.getLogger("ftcot")
 
@@ -16,6 +17,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError)
 
 
 def run_stage(main: Callable[[], None], *user_errors: type[BaseException]) -> None:
+    end_with_parent()  # no orphans: a stage ends when dvc (or whoever launched it) dies
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         main()
