@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from ftcot.config import ConfigError
 from ftcot.io import DataError
+from ftcot.lifecycle import end_with_parent
 from ftcot.numerics import NumericsError, pin_cpu_numerics, pin_environment
 
 # As early as a stage script's imports allow: the math libraries read these at their first use.
@@ -23,6 +24,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, Numerics
 
 
 def run_stage(main: Callable[[], None], *user_errors: type[BaseException]) -> None:
+    end_with_parent()  # no orphans: a stage ends when dvc (or whoever launched it) dies
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         log.debug("numerics: %s", pin_cpu_numerics())
