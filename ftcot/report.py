@@ -88,8 +88,10 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
-def _cell(m: dict) -> str:
-    return f"{_pct(m['accuracy'])} ({_pct(m['accuracy_ci_low'])}–{_pct(m['accuracy_ci_high'])})"
+def _cell(m: dict, parse_rate: bool = False) -> str:
+    cell = f"{_pct(m['accuracy'])} ({_pct(m['accuracy_ci_low'])}–{_pct(m['accuracy_ci_high'])})"
+    # A vote over unparseable samples is no answer: a low accuracy may only mean that.
+    return cell + (f", {_pct(m['parse_rate'])} of votes parsed" if parse_rate else "")
 
 
 def method_label(method: str, summary: dict) -> str:
@@ -115,7 +117,9 @@ def main_table(summary: dict) -> list[str]:
         lines.append(f"| {method_label(method, summary)} | {cells} |")
         if any("self_consistency" in rows[t].get(method, {}) for t in tasks):
             k = next(rows[t][method]["self_consistency"]["samples"] for t in tasks if method in rows[t])
-            cells = " | ".join(_cell(rows[t][method]["self_consistency"]) if method in rows[t] else "–" for t in tasks)
+            cells = " | ".join(
+                _cell(rows[t][method]["self_consistency"], parse_rate=True) if method in rows[t] else "–" for t in tasks
+            )
             lines.append(f"| {method_label(method, summary)} + self-consistency ({k} samples) | {cells} |")
     return lines
 
