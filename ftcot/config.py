@@ -282,6 +282,18 @@ class Params(Section):
     report: ReportParams = ReportParams()
 
     @model_validator(mode="after")
+    def _lora_needs_pretrained(self) -> Params:
+        # Adapters on frozen random weights learn next to nothing (Last Letters: 0% parse rate,
+        # every completion cut at the limit). The library still allows it, for cheap tests.
+        if self.student.method == "lora" and self.student.model in ("tiny-gpt2", "tiny-t5"):
+            raise ValueError(
+                f"student.method: lora needs a pretrained student, but student.model is {self.student.model!r} "
+                "(random weights, trained from scratch): use student.method: full, or e.g. "
+                "student.model: smollm2-135m"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _prompting_needs_pretrained(self) -> Params:
         if self.methods.prompting and self.student.model in ("tiny-gpt2", "tiny-t5"):
             raise ValueError(

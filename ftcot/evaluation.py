@@ -160,5 +160,7 @@ def describe_metrics(metrics: dict) -> str:
     )
     if "self_consistency" in metrics:
         sc = metrics["self_consistency"]
-        line += f"; self-consistency ({sc['samples']} samples) {sc['accuracy']:.3f}, votes parsed {sc['parse_rate']:.3f}"
+        line += (
+            f"; self-consistency ({sc['samples']} samples) {sc['accuracy']:.3f}, votes parsed {sc['parse_rate']:.3f}"
+        )
     return line

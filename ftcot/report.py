@@ -169,6 +169,7 @@ def render_markdown(
     student_samples: Mapping[str, Mapping[str, Sequence[dict]]],
     figures: Mapping[str, str],
     diversity_points: Sequence[dict] = (),
+    sweep_note: str | None = None,
 ) -> str:
     """``teacher_samples[task]['kept'|'dropped']``: judged teacher rationales;
     ``student_samples[task]['correct'|'wrong']``: Fine-tune-CoT predictions; ``figures``:
@@ -209,6 +210,8 @@ def render_markdown(
             lines.append(f"| {p['task']} | {p['diversity']} | {p['kept']} | {_pct(p['accuracy'])} |")
         if "diversity" in figures:
             lines += ["", f"![Accuracy against diversity]({figures['diversity']})"]
+    elif sweep_note:
+        lines.append(sweep_note)
     else:
         lines.append("No sweep recorded yet: `python scripts/diversity_sweep.py` runs D = 1, 2, 4, 8.")
     curves = [(k.split("/", 1)[1], v) for k, v in figures.items() if k.startswith("curves/")]

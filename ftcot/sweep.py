@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from ftcot.config import OPERATIONAL_KEYS
+
 
 def _states(node) -> Iterator[dict]:
     """Every experiment state (a dict with ``data.params``) in ``dvc exp show --json`` output."""
@@ -57,3 +59,50 @@ def diversity_points(exp_show: list, names: dict[int, str], tasks: Sequence[str]
                 }
             )
     return sorted(points, key=lambda p: (p["task"], p["diversity"]))
+
+
+# Sections that do not change a sweep point: diversity is the sweep's own axis, report only draws.
+NOT_IN_FINGERPRINT = ("diversity", "report")
+
+
+def flatten(obj: object, prefix: str = "") -> dict[str, object]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and empty mappings are values."""
+    if isinstance(obj, dict) and obj:
+        flat: dict[str, object] = {}
+        for key, value in obj.items():
+            flat |= flatten(value, f"{prefix}{key}.")
+        return flat
+    return {prefix.rstrip("."): obj}
+
+
+def sweep_fingerprint(params_dump: dict) -> dict[str, object]:
+    """The parameters a sweep point depends on, flattened (``params.model_dump(mode="json")`` in)."""
+    return {
+        k: v
+        for k, v in flatten(params_dump).items()
+        if k.split(".")[0] not in NOT_IN_FINGERPRINT and k not in OPERATIONAL_KEYS
+    }
+
+
+def stale_reason(recorded: dict, params_dump: dict, headline: dict[str, float], diversity: int) -> str | None:
+    """Why a recorded sweep (``metrics/diversity.json``) does not describe this run, or None.
+
+    ``headline``: this run's Fine-tune-CoT accuracy per task. A sweep recorded with other
+    parameters is someone else's curve; one whose point at this run's D disagrees with this run's
+    accuracy was made by other code or data. Either would contradict the table above it.
+    """
+    if "params" not in recorded:
+        return "it does not record the parameters it ran with (an older format)"
+    ours, theirs = sweep_fingerprint(params_dump), recorded["params"]
+    changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+    if changed:
+        shown = ", ".join(f"{k} ({theirs.get(k)!r} there, {ours.get(k)!r} here)" for k in changed[:4])
+        return f"it ran with other parameters: {shown}" + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+    for point in recorded.get("points", []):
+        task = point["task"]
+        if point["diversity"] == diversity and task in headline and point["accuracy"] != headline[task]:
+            return (
+                f"its D={diversity} point for {task} ({100 * point['accuracy']:.1f}%) is not this run's "
+                f"Fine-tune-CoT accuracy ({100 * headline[task]:.1f}%): it was made by other code or data"
+            )
+    return None

@@ -6,8 +6,10 @@ batches are padded dynamically and grouped by length, and truncations are counte
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
@@ -18,7 +20,14 @@ from typing import ClassVar
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import (
+    DataCollatorForSeq2Seq,
+    ProgressCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
 
 from ftcot.checkpoints import last_complete_checkpoint
 from ftcot.config import StudentParams
@@ -70,6 +79,37 @@ def build_dataset(
         truncated += t.truncated
         rows.append({"input_ids": t.input_ids, "attention_mask": [1] * len(t.input_ids), "labels": t.labels})
     return Dataset.from_list(rows), truncated
+
+
+class QuietProgress(ProgressCallback):
+    """The Trainer's progress bars without the metrics dict it prints at every logging step."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:
+        pass
+
+
+class TiedKeysFilter(logging.Filter):
+    """Drops the Trainer's "missing keys ... ['lm_head.weight']" warning when loading the best
+    checkpoint, when every key it names is a tied weight: safetensors stores a shared tensor once,
+    and the loaded model keeps its output layer tied to the embedding, so nothing is missing."""
+
+    PREFIX = "There were missing keys in the checkpoint model loaded: "
+
+    def __init__(self, model):
+        super().__init__()
+        tied = getattr(model, "_tied_weights_keys", None) or {}
+        tie = getattr(getattr(model, "config", None), "tie_word_embeddings", False)
+        self.tied = set(tied) if tie else set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(self.PREFIX):
+            return True
+        try:
+            missing = set(ast.literal_eval(message[len(self.PREFIX) :].rstrip(".")))
+        except (ValueError, SyntaxError):
+            return True
+        return not (missing and missing <= self.tied)
 
 
 class ValidationAccuracy(TrainerCallback):
@@ -232,7 +272,16 @@ def train_student(
             data_collator=collator,
             callbacks=[LogAtEpochEnd(), *callbacks],
         )
-        return trainer.train(resume_from_checkpoint=str(resume) if resume else None), trainer.state
+        # Progress bars stay; the dict the Trainer prints at every log step goes (it is in the curves).
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(QuietProgress())
+        tied_filter = TiedKeysFilter(model)
+        trainer_log = logging.getLogger("transformers.trainer")
+        trainer_log.addFilter(tied_filter)
+        try:
+            return trainer.train(resume_from_checkpoint=str(resume) if resume else None), trainer.state
+        finally:
+            trainer_log.removeFilter(tied_filter)
 
 
 def _step_of(checkpoint: str | None) -> int | None:
@@ -300,6 +349,9 @@ def finetune(
     ]
     model, tokenizer = load_student(params, seed, corpus=texts)
     enc_dec = is_encoder_decoder(model)
+    if not enc_dec and getattr(model, "loss_type", None) is None:
+        # GPT2LMHeadModel's class name names no loss: say which, rather than be warned at every run.
+        model.loss_type = "ForCausalLM"
     if params.method == "lora":
         model = wrap_lora(model, params)
     trainable, total = count_parameters(model)

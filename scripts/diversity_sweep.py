@@ -9,6 +9,11 @@
 3. reads the results back from `dvc exp show --json` into metrics/diversity.json;
 4. reruns the report stage (`dvc repro report`), which draws report/diversity.png.
 
+metrics/diversity.json records the commit and the parameters the experiments ran with (all but
+`diversity` and `report`). The report shows the curve only beside a run with the same
+parameters, whose own Fine-tune-CoT accuracy matches the curve's point at its D; otherwise it
+says why the curve is left out. Rerun this script after changing parameters or code.
+
 All other parameters are those of the current commit (commit params.yaml first). Compare the
 experiments yourself with `dvc exp show` or `dvc metrics diff div1-<commit> div8-<commit>`.
 """
@@ -18,9 +23,9 @@ import json
 import subprocess
 import sys
 
-from ftcot.config import load_params
+from ftcot.config import ConfigError, load_params
 from ftcot.io import write_json
-from ftcot.sweep import diversity_points
+from ftcot.sweep import diversity_points, sweep_fingerprint
 
 OUT = "metrics/diversity.json"
 
@@ -41,7 +46,9 @@ def main() -> None:
         sys.exit(f"error: --values must be positive integers, got {args.values}")
 
     params = load_params()  # a broken params.yaml stops here, before any experiment is queued
-    commit = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], check=True, text=True, capture_output=True)
+    commit = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], text=True, capture_output=True)
+    if commit.returncode != 0:
+        raise RuntimeError("run this in the project's git repository, with params.yaml committed: no commit found")
     names = {d: f"div{d}-{commit.stdout.strip()}" for d in sorted(set(args.values))}
     if not args.collect_only:
         existing = {s for s in dvc("exp", "ls", "--name-only", capture=True).split()}
@@ -52,10 +59,23 @@ def main() -> None:
             dvc("exp", "run", "--run-all", "--jobs", str(args.jobs))
     shown = json.loads(dvc("exp", "show", "--json", capture=True))
     points = diversity_points(shown, names, params.data.tasks)
-    write_json(OUT, {"points": points})
+    # Provenance: the report shows these points only beside a run with the same parameters.
+    record = {
+        "commit": commit.stdout.strip(),
+        "params": sweep_fingerprint(params.model_dump(mode="json")),
+        "regenerate": "python scripts/diversity_sweep.py --values " + " ".join(str(d) for d in names),
+        "points": points,
+    }
+    write_json(OUT, record)
     print(f"wrote {OUT}: {len(points)} points", file=sys.stderr)
     dvc("repro", "report")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except subprocess.CalledProcessError as err:
+        sys.exit(f"error: `{' '.join(err.cmd)}` failed (exit {err.returncode}); its own message is above")
+    except (RuntimeError, ConfigError, json.JSONDecodeError) as err:
+        # What went wrong is the user's to fix (a failed experiment, a bad params.yaml): no traceback.
+        sys.exit(f"error: {err}")

@@ -32,6 +32,7 @@ from ftcot.report import (
     render_markdown,
 )
 from ftcot.stage import log, run_stage
+from ftcot.sweep import stale_reason
 from ftcot.tasks import get_task
 
 CURVE_KEYS = ("train/loss", "eval/loss", "eval/accuracy")
@@ -111,13 +112,23 @@ def main() -> None:
         if curves:
             figures[f"curves/{t}"] = f"curves_{t}.png"
             plot_training_curves(t, curves, out / figures[f"curves/{t}"])
-    points = read_json(args.diversity).get("points", []) if args.diversity.is_file() else []
-    points = [p for p in points if p["task"] in tasks]
+    recorded = read_json(args.diversity) if args.diversity.is_file() else {}
+    headline = {t: m["ft_cot"]["accuracy"] for t, m in eval_metrics.items() if "ft_cot" in m}
+    sweep_note = None
+    if recorded.get("points"):
+        reason = stale_reason(recorded, params.model_dump(mode="json"), headline, params.diversity)
+        if reason:
+            sweep_note = (
+                f"The recorded sweep (`{args.diversity}`, commit {recorded.get('commit', 'unknown')}) is left out: "
+                f"{reason}. `python scripts/diversity_sweep.py` recomputes it for this configuration."
+            )
+            log.warning("diversity sweep left out of the report: %s", reason)
+    points = [] if sweep_note else [p for p in recorded.get("points", []) if p["task"] in tasks]
     if points:
         figures["diversity"] = "diversity.png"
         plot_diversity(points, out / figures["diversity"])
     write_json(out / "accuracy.json", {"rows": accuracy_rows(summary)})
-    markdown = render_markdown(summary, teacher_samples, student_samples, figures, points)
+    markdown = render_markdown(summary, teacher_samples, student_samples, figures, points, sweep_note)
     (out / "report.md").write_text(markdown)
     (out / "report.html").write_text(render_html(markdown, out))
     log.info("report: %s, %s", out / "report.md", out / "report.html")

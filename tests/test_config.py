@@ -217,3 +217,10 @@ def test_readme_lists_every_parameter_with_its_params_yaml_value():
     assert not unknown, f"README.md's Parameters table names keys that do not exist: {unknown}"
     wrong = {k: (rows[k], dotted(raw, k)) for k in rows if yaml.safe_load(rows[k]) != dotted(raw, k)}
     assert not wrong, f"README default != params.yaml value: {wrong}"
+
+
+def test_lora_on_a_student_trained_from_scratch_is_a_parameter_error():
+    for model in ("tiny-gpt2", "tiny-t5"):
+        with pytest.raises(ConfigError, match=r"student.method: lora needs a pretrained student, but student.model"):
+            parse_params(minimal() | {"student": {"model": model, "method": "lora"}})
+    assert parse_params(minimal() | {"student": {"model": "smollm2-135m", "method": "lora"}}).student.method == "lora"

@@ -126,6 +126,10 @@ def test_a_misspelt_or_mistyped_param_stops_repro_even_when_nothing_changed(proj
             assert proc.returncode != 0, key
             assert f"{key}: " in proc.stderr + proc.stdout, (key, proc.stderr[-2000:])
             assert "Running stage 'check'" in proc.stdout and "Running stage 'fetch" not in proc.stdout
+        (root / "params.yaml").write_text(original)
+        exp = run(["dvc", "exp", "run", "-S", "+teacher.tempreature=0.5"], root, env, check=False)
+        assert exp.returncode != 0 and "teacher.tempreature: unknown key" in exp.stderr + exp.stdout
+        assert "Running stage 'fetch" not in exp.stdout
         (root / "params.yaml").write_text(yaml.safe_dump(params))  # valid again, reformatted
         again = run(["dvc", "repro"], root, env)
         assert "Running stage 'check'" in again.stdout
@@ -135,6 +139,34 @@ def test_a_misspelt_or_mistyped_param_stops_repro_even_when_nothing_changed(proj
     finally:
         (root / "params.yaml").write_text(original)
         run(["dvc", "repro"], root, env)
+
+
+def test_code_and_replay_folder_edits_rerun_exactly_the_stages_that_use_them(project):
+    root, env, _ = project
+
+    def changed_after(path: str, edit) -> set[str]:
+        original = read(root, path)
+        edit(root / path)
+        try:
+            return set(json.loads(run(["dvc", "status", "--json"], root, env).stdout))
+        finally:
+            (root / path).write_text(original)
+
+    def append(p: Path) -> None:
+        p.write_text(p.read_text() + "\n# edited\n")
+
+    # The answer triggers: the filter reads the teacher's answer with them.
+    prompts = changed_after("ftcot/prompts.py", append)
+    assert {"filter@coin_flip", "teach@coin_flip", "finetune@coin_flip-ft_cot", "report"} <= prompts
+    assert "split@coin_flip" not in prompts and "check" not in prompts
+    # The report's rendering retrains nothing.
+    assert changed_after("ftcot/report.py", append) == {"report"}
+    # Another replay folder is another teacher input.
+    replay = changed_after(
+        "params.yaml", lambda p: p.write_text(p.read_text().replace("dir: replay", "dir: stages"))
+    )
+    assert {"teach@coin_flip", "teach@last_letter_concatenation"} <= replay
+    assert not {s for s in replay if s.startswith(("fetch@", "split@", "finetune@"))}
 
 
 def test_student_or_evaluation_changes_never_touch_the_teacher(project):

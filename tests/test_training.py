@@ -468,3 +468,14 @@ def test_two_processes_reach_the_result_of_one(tmp_path):
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=0.10)
     assert two["best_eval_loss"] == pytest.approx(one["best_eval_loss"], rel=0.10)
     assert (tmp_path / "two" / "model" / "model.safetensors").exists()
+
+
+def test_training_logs_are_quiet(tmp_path, capfd):
+    """Progress bars, but no Trainer dict per log step and no warning a user cannot act on."""
+    p = params(epochs=2)
+    finetune(examples(), examples(4), "ft_cot", p, 0, tmp_path / "m", checkpoint_dir=tmp_path / "c")
+    err = capfd.readouterr().err
+    assert "%|" in err  # the progress bar is kept
+    assert "{'loss'" not in err and "'eval_loss'" not in err and "'train_runtime'" not in err
+    assert "missing keys" not in err  # the tied output layer, reloaded with the best checkpoint
+    assert "loss_type=None" not in err
