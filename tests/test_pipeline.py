@@ -162,9 +162,7 @@ def test_code_and_replay_folder_edits_rerun_exactly_the_stages_that_use_them(pro
     # The report's rendering retrains nothing.
     assert changed_after("ftcot/report.py", append) == {"report"}
     # Another replay folder is another teacher input.
-    replay = changed_after(
-        "params.yaml", lambda p: p.write_text(p.read_text().replace("dir: replay", "dir: stages"))
-    )
+    replay = changed_after("params.yaml", lambda p: p.write_text(p.read_text().replace("dir: replay", "dir: stages")))
     assert {"teach@coin_flip", "teach@last_letter_concatenation"} <= replay
     assert not {s for s in replay if s.startswith(("fetch@", "split@", "finetune@"))}
 
