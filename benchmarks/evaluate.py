@@ -97,7 +97,9 @@ def tiny_student(device: str):
     with tempfile.TemporaryDirectory() as tmp:
         rationales, _ = teach(train, OracleTeacher(), CompletionCache(tmp), 1, 0.7, 128)
         examples = [{"question": r["question"], "answer": r["answer"], "rationale": r["rationale"]} for r in rationales]
-        params = StudentParams(model="tiny-gpt2", epochs=4, learning_rate=3e-3, val_accuracy=False)
+        params = StudentParams(
+            model="tiny-gpt2", tiny={"tokenizer": "bpe"}, epochs=4, learning_rate=3e-3, val_accuracy=False
+        )
         finetune(examples, [], "ft_cot", params, 0, f"{tmp}/out")
         model, tokenizer = load_pretrained(f"{tmp}/out")
     return model.to(device), tokenizer

@@ -35,8 +35,10 @@ class CheckpointsInUseError(RuntimeError):
     """Another live process trains on the same inputs with the same checkpoint folder."""
 
 
-def checkpoint_folder(task: str, variant: str, key: str) -> Path:
-    return default_cache_dir() / "checkpoints" / f"{task}-{variant}-{key}"
+def checkpoint_folder(task: str, variant: str, seed: int, key: str) -> Path:
+    """One folder per student (task, variant, seed) and inputs (``key``): the students of other
+    seeds are never another one's stale checkpoints."""
+    return default_cache_dir() / "checkpoints" / f"{task}-{variant}-seed{seed}-{key}"
 
 
 def checkpoint_problem(checkpoint: Path) -> str | None:
@@ -140,8 +142,8 @@ def claimed(folder: Path) -> Iterator[None]:
 
 
 def remove_stale_checkpoints(current: Path) -> list[Path]:
-    """Removes the checkpoint folders of the same task and variant as ``current`` (named
-    ``<task>-<variant>-<key>``) but another key, unless a live process holds them. Returns those removed.
+    """Removes the checkpoint folders of the same task, variant and seed as ``current`` (named
+    ``<task>-<variant>-seed<seed>-<key>``) but another key, unless a live process holds them. Returns those removed.
 
     Their key no longer matches this stage's inputs, so this stage will not resume them; left alone they
     stay forever, e.g. when DVC restores the stage from its run-cache instead of running it. A run with

@@ -23,6 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ftcot.tasks import TASKS
 
+# The built-in students trained from scratch (ftcot.student builds them from student.tiny).
+TINY_STUDENTS = ("tiny-llama", "tiny-gpt2", "tiny-t5")
+
 DEFAULT_PARAMS_PATH = Path("params.yaml")
 
 
@@ -175,13 +178,19 @@ class SplitParams(Section):
 
 
 class TinyModelParams(Section):
-    """``student.tiny``: shape of the built-in tiny GPT-2 (``student.model: tiny-gpt2``)."""
+    """``student.tiny``: shape and tokenizer of the built-in tiny students (``tiny-llama``, ``tiny-gpt2``,
+    ``tiny-t5``)."""
 
     n_layer: int = Field(2, ge=1)
     n_head: int = Field(4, ge=1)
     n_embd: int = Field(128, ge=8)
+    tokenizer: Literal["bpe", "char", "word_char"] = Field(
+        "word_char",
+        description="'bpe': byte-level BPE trained on the training texts; 'char': one token per character; "
+        "'word_char': words in at least 5% of the training texts are tokens, other words are spelled byte by byte.",
+    )
     vocab_size: int = Field(
-        1024, ge=260, description="BPE vocabulary trained on the training texts (256 bytes + merges)."
+        1024, ge=260, description="BPE vocabulary trained on the training texts (256 bytes + merges); bpe only."
     )
 
     @model_validator(mode="after")
@@ -206,20 +215,21 @@ class StudentParams(Section):
     """``student``: the model fine-tuned on the rationales (stage ``finetune``)."""
 
     model: str = Field(
-        "tiny-gpt2",
-        description="'tiny-gpt2' or 'tiny-t5' (built from student.tiny), 'smollm2-135m' (offline), a hub id or a path.",
+        "tiny-llama",
+        description="'tiny-llama', 'tiny-gpt2' or 'tiny-t5' (built from student.tiny), 'smollm2-135m' (offline), "
+        "a hub id or a path.",
     )
     method: Literal["full", "lora"] = "full"
     tiny: TinyModelParams = TinyModelParams()
     lora: LoraParams = LoraParams()
-    epochs: float = Field(10.0, gt=0.0)
+    epochs: float = Field(20.0, gt=0.0)
     learning_rate: float = Field(0.003, gt=0.0)
     batch_size: int = Field(16, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     max_length: int = Field(256, ge=16, description="Tokens per example; longer ones are cut.")
-    val_accuracy: bool = Field(True, description="Decode the validation set after each epoch and log its accuracy.")
+    val_accuracy: bool = Field(False, description="Decode the validation set after each epoch and log its accuracy.")
     val_max_new_tokens: int = Field(128, ge=1, description="Generation limit of that validation decoding.")
 
 
@@ -271,7 +281,13 @@ class ReportParams(Section):
 class Params(Section):
     """The whole of params.yaml."""
 
-    seed: int = Field(0, ge=0, description="Seed for every random choice in the pipeline.")
+    seed: int = Field(0, ge=0, description="Seed of the data, the teacher's sampling and the splits.")
+    seeds: list[int] = Field(
+        [0],
+        min_length=1,
+        description="The students are trained and evaluated once per seed (initial weights, data order, sampling); "
+        "the report gives the mean and sd over seeds.",
+    )
     diversity: int = Field(1, ge=1, description="Rationales sampled per train question.")
     data: DataParams
     teacher: TeacherParams = TeacherParams()
@@ -281,11 +297,18 @@ class Params(Section):
     methods: MethodsParams = MethodsParams()
     report: ReportParams = ReportParams()
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError(f"seeds must be distinct integers >= 0, got {seeds}")
+        return seeds
+
     @model_validator(mode="after")
     def _lora_needs_pretrained(self) -> Params:
         # Adapters on frozen random weights learn next to nothing (Last Letters: 0% parse rate,
         # every completion cut at the limit). The library still allows it, for cheap tests.
-        if self.student.method == "lora" and self.student.model in ("tiny-gpt2", "tiny-t5"):
+        if self.student.method == "lora" and self.student.model in TINY_STUDENTS:
             raise ValueError(
                 f"student.method: lora needs a pretrained student, but student.model is {self.student.model!r} "
                 "(random weights, trained from scratch): use student.method: full, or e.g. "
@@ -295,7 +318,7 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _prompting_needs_pretrained(self) -> Params:
-        if self.methods.prompting and self.student.model in ("tiny-gpt2", "tiny-t5"):
+        if self.methods.prompting and self.student.model in TINY_STUDENTS:
             raise ValueError(
                 f"methods.prompting {self.methods.prompting} needs a pretrained student, but student.model "
                 f"is {self.student.model!r} (trained from scratch); use e.g. smollm2-135m, or prompting: []"

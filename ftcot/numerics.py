@@ -98,3 +98,14 @@ def pin_cpu_numerics() -> str:
             )
         log.warning("no AVX2 on this CPU: ATen runs its %s kernels; results can differ from the reference", capability)
     return f"portable (ATen {capability}, MKL {os.environ['MKL_CBWR']}, {torch.get_num_threads()} threads)"
+
+
+def device_description() -> str:
+    """Where tensors run, as a stable one-liner for run metadata (no host name, no clock):
+    ``cuda (NVIDIA H100 80GB HBM3)`` or ``cpu, portable numerics (AVX2 kernels, 2 threads)``."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    kernels = f"{torch.backends.cpu.get_cpu_capability()} kernels, {torch.get_num_threads()} threads"
+    return f"cpu, {numerics_mode()} numerics ({kernels})"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -40,6 +41,28 @@ EVAL_KEYS = (
 
 class ReportError(ValueError):
     """The stage outputs the report reads are missing or inconsistent."""
+
+
+def combine_seeds(per_seed: Mapping[int, dict], pooled: dict) -> dict:
+    """One fine-tuned method's metrics over its seeds.
+
+    ``per_seed``: each seed's evaluate metrics; ``pooled``: ``summarize_predictions`` over the
+    predictions of every seed together. The accuracy is the mean over seeds (every seed answers the
+    same test questions), its interval the Wilson interval of all those answers (the uncertainty
+    of the test sample), and ``accuracy_sd`` the sample standard deviation over seeds (the
+    uncertainty of training; None for one seed). ``n`` stays the size of the test set.
+    """
+    sizes = {m["n"] for m in per_seed.values()}
+    if len(sizes) != 1:
+        raise ReportError(f"the seeds {sorted(per_seed)} were evaluated on test sets of sizes {sorted(sizes)}")
+    accuracies = [per_seed[s]["accuracy"] for s in sorted(per_seed)]
+    combined = dict(pooled, n=sizes.pop(), num_seeds=len(per_seed))
+    combined["accuracy_sd"] = round(statistics.stdev(accuracies), 6) if len(accuracies) > 1 else None
+    combined["seeds"] = {
+        str(s): {k: per_seed[s][k] for k in ("accuracy", "accuracy_ci_low", "accuracy_ci_high")}
+        for s in sorted(per_seed)
+    }
+    return combined
 
 
 def build_summary(
@@ -75,6 +98,9 @@ def build_summary(
             if m is None:
                 continue
             row[method] = {k: m[k] for k in EVAL_KEYS}
+            row[method] |= {k: m.get(k, default) for k, default in (("num_seeds", 1), ("accuracy_sd", None))}
+            if "seeds" in m:
+                row[method]["seeds"] = m["seeds"]
             if "self_consistency" in m:
                 row[method]["self_consistency"] = m["self_consistency"]
             sizes.add(m["n"])
@@ -84,12 +110,81 @@ def build_summary(
     return summary
 
 
+def headline(summary: dict) -> dict:
+    """The compact metrics a researcher compares across runs (``metrics/headline.json``, the file
+    ``dvc metrics`` and ``dvc exp show`` read): per task, the teacher's kept rate, test accuracy and
+    cost, and per method the accuracy with its interval (and sd over seeds), and the parse rate.
+    Numbers only; a value the run does not have (a cost without prices) is left out, not null."""
+    out: dict = {}
+    for task, row in summary["tasks"].items():
+        t = row["teacher"]
+        teacher = {
+            "kept": t["kept"],
+            "kept_rate": t["kept_rate"],
+            "test_accuracy": t["test_accuracy"],
+            "cost_usd": t["cost_usd"],
+        }
+        entry: dict = {"teacher": {k: v for k, v in teacher.items() if v is not None}}
+        for method in METHOD_ORDER:
+            if method not in row:
+                continue
+            m = row[method]
+            keys = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "accuracy_sd", "parse_rate")
+            entry[method] = {k: m[k] for k in keys if m.get(k) is not None}
+            if "self_consistency" in m:
+                sc = m["self_consistency"]
+                entry[f"{method}_self_consistency"] = {
+                    k: sc[k] for k in ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "parse_rate")
+                }
+        out[task] = entry
+    return out
+
+
+def seeds_table(summary: dict) -> list[str]:
+    """Each fine-tuned student's accuracy seed by seed (when there are several seeds)."""
+    lines = []
+    for task, row in summary["tasks"].items():
+        for method in METHOD_ORDER:
+            m = row.get(method, {})
+            if m.get("num_seeds", 1) < 2:
+                continue
+            if not lines:
+                lines = ["| Task | Method | " + " | ".join(f"seed {s}" for s in m["seeds"]) + " |"]
+                lines.append("|---|---|" + "---:|" * len(m["seeds"]))
+            cells = " | ".join(_cell(v) for v in m["seeds"].values())
+            lines.append(f"| {task} | {get_method(method).name} | {cells} |")
+    return lines
+
+
+def provenance_lines(run: dict) -> list[str]:
+    """The report's account of what produced it (``ftcot.provenance.run_metadata``)."""
+    code = run["code"]
+    if code["commit"] is None:
+        commit = "no git repository"
+    else:
+        commit = f"git commit `{code['commit'][:12]}`" + (
+            " with uncommitted changes to the code" if code["code_changed"] else ""
+        )
+    packages = ", ".join(f"{k} {v}" for k, v in run["packages"].items() if v is not None)
+    teacher = ", ".join(f"{k} {v}" for k, v in run["teacher"].items())
+    return [
+        f"- Code: {commit}; digest of `ftcot/`, `stages/`, `pyproject.toml`: `{code['digest'][:16]}`.",
+        f"- Teacher: {teacher}.",
+        f"- Student seeds: {', '.join(map(str, run['seeds']))}; data seed {run['params']['seed']}.",
+        f"- Devices: {'; '.join(run['devices']) or 'none recorded'}.",
+        f"- Packages: {packages}.",
+        "- Parameters: every resolved value is in `metrics/summary.json` under `run.params`.",
+    ]
+
+
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
 def _cell(m: dict, parse_rate: bool = False) -> str:
     cell = f"{_pct(m['accuracy'])} ({_pct(m['accuracy_ci_low'])}–{_pct(m['accuracy_ci_high'])})"
+    if m.get("accuracy_sd") is not None:
+        cell += f" ± {_pct(m['accuracy_sd'])} sd"
     # A vote over unparseable samples is no answer: a low accuracy may only mean that.
     return cell + (f", {_pct(m['parse_rate'])} of votes parsed" if parse_rate else "")
 
@@ -137,7 +232,7 @@ def detail_table(summary: dict) -> list[str]:
                 lines.append(
                     f"| {task} | {get_method(method).name} | {_pct(m['accuracy'])} | {_pct(m['flexible_accuracy'])} "
                     f"| {_pct(m['contains_answer'])} | {_pct(m['parse_rate'])} | {m['mean_generated_tokens']:.1f} "
-                    f"| {m['truncated']}/{m['n']} |"
+                    f"| {m['truncated']}/{m['n'] * m.get('num_seeds', 1)} |"
                 )
     return lines
 
@@ -163,6 +258,16 @@ def _quote(text: str) -> str:
     return " ".join(str(text).split()) or "(empty)"
 
 
+def _seeds_sentence(summary: dict) -> str:
+    seeds = summary.get("seeds", [0])
+    if len(seeds) < 2:
+        return f" One student per method (seed {seeds[0]}; params `seeds` trains several)."
+    return (
+        f" Fine-tuned students: mean over {len(seeds)} seeds ({', '.join(map(str, seeds))}), the interval "
+        "of all their test answers pooled, and ± the sd over seeds."
+    )
+
+
 def render_markdown(
     summary: dict,
     teacher_samples: Mapping[str, Mapping[str, Sequence[dict]]],
@@ -179,10 +284,13 @@ def render_markdown(
         "",
         f"Teacher: {summary['teacher']}. Student: {summary['student']}. Diversity (rationales per train "
         f"question): {summary['diversity']}. Test accuracy in %, with its 95% (Wilson) interval; strict "
-        "scoring (the answer after `-->` for Fine-tune-CoT, the completion for vanilla fine-tuning).",
+        "scoring (the answer after `-->` for Fine-tune-CoT, the completion for vanilla fine-tuning)."
+        + _seeds_sentence(summary),
         "",
         *main_table(summary),
     ]
+    if seeds_table(summary):
+        lines += ["", "Seed by seed:", "", *seeds_table(summary)]
     if "accuracy" in figures:
         lines += ["", f"![Test accuracy per task]({figures['accuracy']})"]
     lines += ["", "## Strict and flexible scoring", ""]
@@ -203,17 +311,22 @@ def render_markdown(
             "Fine-tune-CoT test accuracy against the number of teacher rationales per train question "
             f"(`scripts/diversity_sweep.py`; experiments {experiments}).",
             "",
-            "| Task | D | Kept rationales | Fine-tune-CoT accuracy |",
+            "| Task | D | Kept rationales | Fine-tune-CoT accuracy (95% interval) |",
             "|---|---:|---:|---:|",
         ]
         for p in diversity_points:
-            lines.append(f"| {p['task']} | {p['diversity']} | {p['kept']} | {_pct(p['accuracy'])} |")
+            cell = _pct(p["accuracy"])
+            if p.get("accuracy_ci_low") is not None:
+                cell += f" ({_pct(p['accuracy_ci_low'])}–{_pct(p['accuracy_ci_high'])})"
+            lines.append(f"| {p['task']} | {p['diversity']} | {p['kept']} | {cell} |")
         if "diversity" in figures:
             lines += ["", f"![Accuracy against diversity]({figures['diversity']})"]
     elif sweep_note:
         lines.append(sweep_note)
     else:
         lines.append("No sweep recorded yet: `python scripts/diversity_sweep.py` runs D = 1, 2, 4, 8.")
+    if "run" in summary:
+        lines += ["", "## What produced this report", "", *provenance_lines(summary["run"])]
     curves = [(k.split("/", 1)[1], v) for k, v in figures.items() if k.startswith("curves/")]
     if curves:
         lines += ["", "## Training curves", ""]
@@ -340,21 +453,27 @@ def read_curve(tsv: Path) -> list[tuple[float, float]]:
     return [(float(a), float(b)) for a, b in (line.split("\t")[:2] for line in lines if line)]
 
 
-def plot_training_curves(task: str, curves: Mapping[str, Mapping[str, list]], path: str | Path) -> None:
-    """Per fine-tuned method: train and validation loss by step, and validation accuracy if logged."""
+def plot_training_curves(task: str, curves: Mapping[tuple[str, int], Mapping[str, list]], path: str | Path) -> None:
+    """Per fine-tuned method and seed (``curves[(method, seed)]``): train and validation loss by
+    step, and validation accuracy if logged; one colour per method, every seed drawn."""
     plt = _pyplot()
     has_accuracy = any("eval/accuracy" in c for c in curves.values())
     fig, axes = plt.subplots(1, 2 if has_accuracy else 1, figsize=(9 if has_accuracy else 5, 3.2), squeeze=False)
     loss_ax = axes[0][0]
-    for k, (method, c) in enumerate(curves.items()):
+    labelled: set[str] = set()
+    for k, ((method, _seed), c) in enumerate(curves.items()):
         color = f"C{METHOD_ORDER.index(method) if method in METHOD_ORDER else k}"
+        first = method not in labelled  # one legend entry per method, whatever the number of seeds
+        labelled.add(method)
         for key, style in (("train/loss", "-"), ("eval/loss", "--")):
             if key in c:
                 xs, ys = zip(*c[key], strict=True)
-                loss_ax.plot(xs, ys, style, color=color, label=f"{METHODS[method].name}: {key.split('/')[0]}")
+                label = f"{METHODS[method].name}: {key.split('/')[0]}" if first else None
+                loss_ax.plot(xs, ys, style, color=color, lw=1, label=label)
         if has_accuracy and "eval/accuracy" in c:
             xs, ys = zip(*c["eval/accuracy"], strict=True)
-            axes[0][1].plot(xs, [100 * y for y in ys], "o-", color=color, label=METHODS[method].name)
+            label = METHODS[method].name if first else None
+            axes[0][1].plot(xs, [100 * y for y in ys], "o-", color=color, label=label)
     loss_ax.set_xlabel("step")
     loss_ax.set_ylabel("loss")
     loss_ax.legend(fontsize=7)
@@ -369,12 +488,20 @@ def plot_training_curves(task: str, curves: Mapping[str, Mapping[str, list]], pa
 
 
 def plot_diversity(points: Sequence[dict], path: str | Path) -> None:
-    """Fine-tune-CoT accuracy against diversity D (log2 axis), a line per task."""
+    """Fine-tune-CoT accuracy against diversity D (log2 axis), a line per task, each point with its
+    95% interval when recorded."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for task in sorted({p["task"] for p in points}):
         ps = sorted((p for p in points if p["task"] == task), key=lambda p: p["diversity"])
-        ax.plot([p["diversity"] for p in ps], [100 * p["accuracy"] for p in ps], "o-", label=task)
+        ys = [100 * p["accuracy"] for p in ps]
+        errors = None
+        if all(p.get("accuracy_ci_low") is not None for p in ps):
+            errors = [
+                [100 * (p["accuracy"] - p["accuracy_ci_low"]) for p in ps],
+                [100 * (p["accuracy_ci_high"] - p["accuracy"]) for p in ps],
+            ]
+        ax.errorbar([p["diversity"] for p in ps], ys, yerr=errors, fmt="o-", capsize=3, label=task)
     ax.set_xscale("log", base=2)
     ds = sorted({p["diversity"] for p in points})
     ax.set_xticks(ds, [str(d) for d in ds])

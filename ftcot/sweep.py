@@ -25,6 +25,10 @@ def _states(node) -> Iterator[dict]:
             yield from _states(value)
 
 
+# The pipeline's one DVC metrics file (stage report), which `dvc exp show --json` carries.
+HEADLINE = "metrics/headline.json"
+
+
 def _file_data(files: dict | None, path: str) -> dict:
     return ((files or {}).get(path) or {}).get("data") or {}
 
@@ -42,9 +46,10 @@ def diversity_points(exp_show: list, names: dict[int, str], tasks: Sequence[str]
         got = _file_data(data["params"], "params.yaml").get("diversity")
         if got != diversity:
             raise RuntimeError(f"experiment {name} ran with diversity={got}, expected {diversity}")
+        metrics = _file_data(data.get("metrics"), HEADLINE)
         for task in tasks:
-            evaluation = _file_data(data.get("metrics"), f"metrics/evaluate/{task}/ft_cot.json")
-            filtered = _file_data(data.get("metrics"), f"metrics/filter/{task}.json")
+            evaluation = metrics.get(task, {}).get("ft_cot", {})
+            teacher = metrics.get(task, {}).get("teacher", {})
             if "accuracy" not in evaluation:
                 raise RuntimeError(f"experiment {name} has no Fine-tune-CoT accuracy for {task}")
             points.append(
@@ -54,7 +59,7 @@ def diversity_points(exp_show: list, names: dict[int, str], tasks: Sequence[str]
                     "accuracy": evaluation["accuracy"],
                     "accuracy_ci_low": evaluation.get("accuracy_ci_low"),
                     "accuracy_ci_high": evaluation.get("accuracy_ci_high"),
-                    "kept": filtered.get("kept"),
+                    "kept": teacher.get("kept"),
                     "experiment": name,
                 }
             )

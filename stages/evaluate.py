@@ -1,9 +1,12 @@
 """Stage evaluate: a fine-tuned student decodes the test set (greedy, batched); strict and flexible
 accuracy, and with evaluate.samples = k a self-consistency vote over k sampled completions.
 
-    python stages/evaluate.py --variant ft_cot --model models/coin_flip/ft_cot \
+    python stages/evaluate.py --variant ft_cot --seed 0 --model models/coin_flip/ft_cot/seed0 \
         --test data/split/coin_flip/test.jsonl \
-        --predictions data/evaluate/coin_flip/ft_cot.jsonl --metrics metrics/evaluate/coin_flip/ft_cot.json
+        --predictions data/evaluate/coin_flip/ft_cot/seed0.jsonl \
+        --metrics metrics/evaluate/coin_flip/ft_cot/seed0.json
+
+--seed is the student's (one of params `seeds`); it seeds the self-consistency samples.
 """
 
 import argparse
@@ -30,6 +33,7 @@ from ftcot.student import is_encoder_decoder, load_model
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", required=True, choices=FINETUNE_METHODS)
+    parser.add_argument("--seed", required=True, type=int, help="the student's seed (one of params seeds)")
     parser.add_argument("--model", required=True)
     parser.add_argument("--test", required=True)
     parser.add_argument("--predictions", required=True)
@@ -55,13 +59,13 @@ def main() -> None:
             evaluate.max_new_tokens,
             num_samples=evaluate.samples,
             temperature=evaluate.temperature,
-            seed=params.seed,
+            seed=args.seed,
         )
     predictions = score_predictions(test, generations, args.variant, samples)
     metrics = summarize_predictions(predictions, [ex["id"] for ex in test])
     write_jsonl(args.predictions, predictions)
-    write_json(args.metrics, {"method": args.variant, **metrics})
-    log.info("%s", describe_metrics(metrics))
+    write_json(args.metrics, {"method": args.variant, "seed": args.seed, **metrics})
+    log.info("%s: %s", args.model, describe_metrics(metrics))  # names the task, method and seed
 
 
 if __name__ == "__main__":

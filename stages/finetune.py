@@ -1,18 +1,20 @@
 """Stage finetune: train the student on one task and variant (ft_cot or vanilla).
 
-    python stages/finetune.py --task coin_flip --variant ft_cot \
+    python stages/finetune.py --task coin_flip --variant ft_cot --seed 0 \
         --train data/split/coin_flip/train_ft_cot.jsonl --val data/split/coin_flip/val_ft_cot.jsonl \
-        --out models/coin_flip/ft_cot --metrics metrics/finetune/coin_flip/ft_cot.json \
-        --live curves/coin_flip/ft_cot
+        --out models/coin_flip/ft_cot/seed0 --metrics metrics/finetune/coin_flip/ft_cot/seed0.json \
+        --live curves/coin_flip/ft_cot/seed0
 
-A checkpoint is saved every epoch in $FTCOT_CACHE_DIR/checkpoints/<task>-<variant>-<key>/, where
-the key hashes the student params, seed, variant and data (outside DVC's outputs, which DVC deletes
+--seed (one of params `seeds`) seeds the initial weights, the data order and dropout.
+
+A checkpoint is saved every epoch in $FTCOT_CACHE_DIR/checkpoints/<task>-<variant>-seed<seed>-<key>/,
+where the key hashes the student params, seed, variant and data (outside DVC's outputs, which DVC deletes
 before a rerun). An interrupted stage resumes from its newest complete checkpoint and writes the
 same model, metrics and curves as an uninterrupted run; a checkpoint cut off while being written is
 removed with a warning (then the one before is used, or training starts over). The folder is
 removed once training ends. The saved model is the epoch with the lowest validation loss.
 
-Checkpoint folders of the same task and variant with another key are removed when this stage
+Checkpoint folders of the same task, variant and seed with another key are removed when this stage
 starts and when it ends: their inputs are no longer this stage's, so it would never resume them
 (DVC restoring a stage from its run-cache never runs it, so nothing else would remove them).
 Switching params back to those of an interrupted run therefore trains from scratch. A folder still
@@ -36,6 +38,7 @@ from ftcot.checkpoints import CheckpointsInUseError, checkpoint_folder, claimed,
 from ftcot.config import load_params
 from ftcot.io import read_jsonl, write_json
 from ftcot.methods import FINETUNE_METHODS
+from ftcot.numerics import device_description
 from ftcot.stage import log, run_stage
 from ftcot.student import StudentLoadError
 from ftcot.training import EmptyTrainingSetError, checkpoint_key, finetune
@@ -47,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True)
     parser.add_argument("--variant", required=True, choices=FINETUNE_METHODS)
+    parser.add_argument("--seed", required=True, type=int, help="the student's seed (one of params seeds)")
     parser.add_argument("--train", required=True)
     parser.add_argument("--val", required=True)
     parser.add_argument("--out", required=True)
@@ -58,8 +62,8 @@ def main() -> None:
     log.info("student: %s", params.student.model_dump_json())
     train = read_jsonl(args.train, required=FIELDS)
     val = read_jsonl(args.val, required=FIELDS)
-    key = checkpoint_key(params.student, params.seed, args.variant, train, val)
-    checkpoints = checkpoint_folder(args.task, args.variant, key)
+    key = checkpoint_key(params.student, args.seed, args.variant, train, val)
+    checkpoints = checkpoint_folder(args.task, args.variant, args.seed, key)
     # Under torchrun / accelerate launch, rank 0 writes the outputs and looks after the checkpoints.
     rank0 = int(os.environ.get("RANK", "0")) == 0
     with claimed(checkpoints) if rank0 else nullcontext():
@@ -69,14 +73,14 @@ def main() -> None:
             log.info("resuming from the checkpoints in %s", checkpoints)
         shutil.rmtree(args.live, ignore_errors=True)  # curves of this run only (a resume writes them all again)
         metrics, _ = finetune(
-            train, val, args.variant, params.student, params.seed, args.out, args.task, checkpoints, args.live
+            train, val, args.variant, params.student, args.seed, args.out, args.task, checkpoints, args.live
         )
         if not rank0:
             return
         shutil.rmtree(checkpoints, ignore_errors=True)
         # Again at the end: a run of other inputs may have been interrupted while this one trained.
         remove_stale_checkpoints(checkpoints)
-    write_json(args.metrics, metrics)
+    write_json(args.metrics, {**metrics, "seed": args.seed, "device": device_description()})
     if metrics["truncated_train"]:
         log.warning(
             "%d training examples were cut at student.max_length=%d",
@@ -84,9 +88,10 @@ def main() -> None:
             params.student.max_length,
         )
     log.info(
-        "%s/%s: train loss %s after %d steps -> %s",
+        "%s/%s seed %d: train loss %s after %d steps -> %s",
         args.task,
         args.variant,
+        args.seed,
         metrics["train_loss"],
         metrics["steps"],
         args.out,

@@ -63,14 +63,18 @@ def test_without_a_complete_checkpoint_training_starts_over(tmp_path, caplog):
     assert "no complete checkpoint" in caplog.text and "training starts over" in caplog.text
 
 
-def test_stale_checkpoint_folders_of_the_same_task_and_variant_are_removed_unless_in_use(caplog):
-    current = checkpoint_folder("coin_flip", "ft_cot", "a" * 16)
-    stale = fake_checkpoint(checkpoint_folder("coin_flip", "ft_cot", "b" * 16) / "checkpoint-3").parent
-    busy = fake_checkpoint(checkpoint_folder("coin_flip", "ft_cot", "c" * 16) / "checkpoint-3").parent
-    other_variant = fake_checkpoint(checkpoint_folder("coin_flip", "vanilla", "b" * 16) / "checkpoint-3").parent
-    other_task = fake_checkpoint(checkpoint_folder("coin_flip-ft_cot", "ft_cot", "b" * 16) / "checkpoint-3").parent
-    not_a_key = fake_checkpoint(current.with_name("coin_flip-ft_cot-notakey") / "checkpoint-3").parent
-    orphan_lock = current.with_name(f"coin_flip-ft_cot-{'d' * 16}.lock")  # its run was killed before any checkpoint
+def test_stale_checkpoint_folders_of_the_same_task_variant_and_seed_are_removed_unless_in_use(caplog):
+    current = checkpoint_folder("coin_flip", "ft_cot", 0, "a" * 16)
+    stale = fake_checkpoint(checkpoint_folder("coin_flip", "ft_cot", 0, "b" * 16) / "checkpoint-3").parent
+    busy = fake_checkpoint(checkpoint_folder("coin_flip", "ft_cot", 0, "c" * 16) / "checkpoint-3").parent
+    other_variant = fake_checkpoint(checkpoint_folder("coin_flip", "vanilla", 0, "b" * 16) / "checkpoint-3").parent
+    other_task = fake_checkpoint(checkpoint_folder("coin_flip-ft_cot", "ft_cot", 0, "b" * 16) / "checkpoint-3").parent
+    other_seed = fake_checkpoint(checkpoint_folder("coin_flip", "ft_cot", 1, "b" * 16) / "checkpoint-3").parent
+    other_seed_prefix = fake_checkpoint(checkpoint_folder("coin_flip", "ft_cot", 10, "b" * 16) / "checkpoint-3").parent
+    not_a_key = fake_checkpoint(current.with_name("coin_flip-ft_cot-seed0-notakey") / "checkpoint-3").parent
+    orphan_lock = current.with_name(
+        f"coin_flip-ft_cot-seed0-{'d' * 16}.lock"
+    )  # its run was killed before any checkpoint
     orphan_lock.touch()
     fake_checkpoint(current / "checkpoint-3")
     with caplog.at_level(logging.INFO, logger="ftcot"), claimed(busy), claimed(current):
@@ -78,7 +82,7 @@ def test_stale_checkpoint_folders_of_the_same_task_and_variant_are_removed_unles
         assert removed == [stale, orphan_lock.with_suffix("")]
         assert current.with_name(current.name + ".lock").exists()  # held while the run lasts
     assert not stale.exists() and not stale.with_name(stale.name + ".lock").exists() and not orphan_lock.exists()
-    for kept in (current, busy, other_variant, other_task, not_a_key):
+    for kept in (current, busy, other_variant, other_task, other_seed, other_seed_prefix, not_a_key):
         assert (kept / "checkpoint-3" / "model.safetensors").exists()
     assert f"keeping {busy}: in use by another process" in caplog.text
     assert not current.with_name(current.name + ".lock").exists()  # released and removed at the end
@@ -87,7 +91,7 @@ def test_stale_checkpoint_folders_of_the_same_task_and_variant_are_removed_unles
 
 
 def test_a_folder_in_use_cannot_be_claimed_twice():
-    folder = checkpoint_folder("coin_flip", "ft_cot", "a" * 16)
+    folder = checkpoint_folder("coin_flip", "ft_cot", 0, "a" * 16)
     with claimed(folder):
         with pytest.raises(CheckpointsInUseError, match="in use by another process"):
             with claimed(folder):

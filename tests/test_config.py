@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftcot.config import ConfigError, leaf_keys, load_params, parse_params
+from ftcot.config import TINY_STUDENTS, ConfigError, leaf_keys, load_params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ def test_repository_params_are_valid():
 def test_defaults_fill_missing_sections():
     params = parse_params(minimal())
     assert params.seed == 0
-    assert params.student.model == "tiny-gpt2"
+    assert params.student.model == "tiny-llama"
     assert params.student.method == "full"
 
 
@@ -220,7 +220,7 @@ def test_readme_lists_every_parameter_with_its_params_yaml_value():
 
 
 def test_lora_on_a_student_trained_from_scratch_is_a_parameter_error():
-    for model in ("tiny-gpt2", "tiny-t5"):
+    for model in TINY_STUDENTS:
         with pytest.raises(ConfigError, match=r"student.method: lora needs a pretrained student, but student.model"):
             parse_params(minimal() | {"student": {"model": model, "method": "lora"}})
     assert parse_params(minimal() | {"student": {"model": "smollm2-135m", "method": "lora"}}).student.method == "lora"

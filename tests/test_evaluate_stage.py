@@ -102,7 +102,7 @@ def test_empty_test_set_stops_before_loading_a_model(tmp_path):
 def test_prompting_baselines_need_a_pretrained_student(tmp_path):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["methods"]["prompting"] = ["zero_shot"]
-    with pytest.raises(ConfigError, match=r"needs a pretrained student, but student\.model is 'tiny-gpt2'"):
+    with pytest.raises(ConfigError, match=r"needs a pretrained student, but student\.model is 'tiny-llama'"):
         parse_params(raw)
     raw["student"]["model"] = "smollm2-135m"
     assert parse_params(raw).methods.prompting == ["zero_shot"]

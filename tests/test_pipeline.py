@@ -17,9 +17,10 @@ pytestmark = pytest.mark.slow
 def tiny_params() -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"]["num_questions"] = 30
+    params["seeds"] = [0, 1]  # two students per task and variant
     params["student"].update(
         {
-            "tiny": {"n_layer": 1, "n_head": 2, "n_embd": 32, "vocab_size": 300},
+            "tiny": {**params["student"]["tiny"], "n_layer": 1, "n_head": 2, "n_embd": 32, "vocab_size": 300},
             "epochs": 1,
             "batch_size": 8,
             "max_length": 128,
@@ -54,18 +55,49 @@ def test_repro_builds_every_output(project):
         run = json.loads(read(root, f"metrics/teach/{task}.run.json"))
         assert run["requests_sent"] == 2 * (21 + 9) and run["cache_hits"] == 0
         for variant in ("ft_cot", "vanilla"):
-            m = json.loads(read(root, f"metrics/evaluate/{task}/{variant}.json"))
-            assert m["n"] == 9 and 0.0 <= m["accuracy"] <= 1.0
-            assert m["accuracy_ci_low"] <= m["accuracy"] <= m["accuracy_ci_high"]
-            assert m["self_consistency"]["samples"] == 2 and "flexible_accuracy" in m
-            assert (root / f"models/{task}/{variant}/model.safetensors").exists()
-            assert len(read(root, f"data/evaluate/{task}/{variant}.jsonl").splitlines()) == 9
+            for seed in (0, 1):
+                m = json.loads(read(root, f"metrics/evaluate/{task}/{variant}/seed{seed}.json"))
+                assert m["n"] == 9 and 0.0 <= m["accuracy"] <= 1.0 and m["seed"] == seed
+                assert m["accuracy_ci_low"] <= m["accuracy"] <= m["accuracy_ci_high"]
+                assert m["self_consistency"]["samples"] == 2 and "flexible_accuracy" in m
+                assert (root / f"models/{task}/{variant}/seed{seed}/model.safetensors").exists()
+                assert len(read(root, f"data/evaluate/{task}/{variant}/seed{seed}.jsonl").splitlines()) == 9
+                trained = json.loads(read(root, f"metrics/finetune/{task}/{variant}/seed{seed}.json"))
+                assert trained["seed"] == seed and trained["device"].startswith("cpu, portable numerics")
+            # Two seeds, two different students.
+            weights = {read_bytes(root, f"models/{task}/{variant}/seed{s}/model.safetensors") for s in (0, 1)}
+            assert len(weights) == 2
     summary = json.loads(read(root, "metrics/summary.json"))
     assert set(summary["tasks"]) == {"coin_flip", "last_letter_concatenation"}
     row = summary["tasks"]["coin_flip"]
     assert row["random"] == 0.5 and row["teacher"]["test_accuracy"] == teach_coin_flip(root)
-    assert row["ft_cot"]["accuracy"] == json.loads(read(root, "metrics/evaluate/coin_flip/ft_cot.json"))["accuracy"]
+    per_seed = [json.loads(read(root, f"metrics/evaluate/coin_flip/ft_cot/seed{s}.json"))["accuracy"] for s in (0, 1)]
+    assert row["ft_cot"]["accuracy"] == pytest.approx(sum(per_seed) / 2, abs=1e-6)
+    assert row["ft_cot"]["num_seeds"] == 2 and [v["accuracy"] for v in row["ft_cot"]["seeds"].values()] == per_seed
+    assert row["ft_cot"]["accuracy_sd"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2**0.5, abs=1e-6)
+    # What produced the run, and never a secret.
+    run_info = summary["run"]
+    assert run_info["seeds"] == [0, 1] and run_info["params"]["student"] == tiny_params()["student"]
+    assert len(run_info["code"]["digest"]) == 64 and run_info["code"]["code_changed"] is False
+    assert run_info["packages"]["torch"] and run_info["teacher"] == {
+        "backend": "oracle",
+        "model": "oracle",
+        "error_rate": 0.2,
+    }
+    assert run_info["devices"] == ["cpu, portable numerics (AVX2 kernels, 2 threads)"]
+    # The compact metrics: numbers only, one entry per task and method.
+    headline = json.loads(read(root, "metrics/headline.json"))
+    assert headline["coin_flip"]["ft_cot"]["accuracy"] == row["ft_cot"]["accuracy"]
+    assert set(headline["coin_flip"]) == {
+        "teacher",
+        "ft_cot",
+        "vanilla",
+        "ft_cot_self_consistency",
+        "vanilla_self_consistency",
+    }
     report = read(root, "report/report.md")
+    assert "Seed by seed:" in report and "## What produced this report" in report
+    assert run_info["code"]["commit"][:12] in report
     assert "| Method | coin_flip | last_letter_concatenation |" in report
     assert "| Student: Fine-tune-CoT + self-consistency (2 samples) |" in report
     assert "## Fine-tune-CoT student on test questions: coin_flip" in report and "*dropped (wrong answer)*" in report
@@ -74,7 +106,11 @@ def test_repro_builds_every_output(project):
         assert f"]({png})" in report
     page = read(root, "report/report.html")
     assert page.count('src="data:image/png;base64,') == 3 and "<script" not in page
-    assert "Running stage 'finetune@coin_flip-ft_cot'" in first.stdout
+    assert "Running stage 'finetune@coin_flip-ft_cot-1'" in first.stdout
+
+
+def read_bytes(root: Path, rel: str) -> bytes:
+    return (root / rel).read_bytes()
 
 
 def teach_coin_flip(root: Path) -> float:
@@ -86,7 +122,7 @@ def test_dvc_plots_show_finds_the_declared_plots(project):
     shown = json.loads(run(["dvc", "plots", "show", "--json"], root, env).stdout)
     names = set(shown.get("data", shown))
     assert "report/accuracy.json" in names and "report/accuracy.png" in names
-    assert any(n.startswith("curves/coin_flip/ft_cot/plots/metrics") for n in names)
+    assert any(n.startswith("curves/coin_flip/ft_cot/seed1/plots/metrics") for n in names)
 
 
 def test_second_repro_runs_nothing(project):
@@ -104,7 +140,7 @@ def test_outputs_are_byte_identical_on_another_cpu(project, tmp_path):
     simulated = SIMULATED_CPUS["avx2-1-core"]
     run([*simulated["prefix"], "dvc", "repro"], other, project_env(other, **simulated["env"]))
     mine, theirs = tracked_outputs(root), tracked_outputs(other)
-    assert len(mine) > 40 and "models/coin_flip/ft_cot/model.safetensors" in mine
+    assert len(mine) > 40 and "models/coin_flip/ft_cot/seed0/model.safetensors" in mine
     assert not differing(mine, theirs)
 
 
@@ -157,7 +193,7 @@ def test_code_and_replay_folder_edits_rerun_exactly_the_stages_that_use_them(pro
 
     # The answer triggers: the filter reads the teacher's answer with them.
     prompts = changed_after("ftcot/prompts.py", append)
-    assert {"filter@coin_flip", "teach@coin_flip", "finetune@coin_flip-ft_cot", "report"} <= prompts
+    assert {"filter@coin_flip", "teach@coin_flip", "finetune@coin_flip-ft_cot-0", "report"} <= prompts
     assert "split@coin_flip" not in prompts and "check" not in prompts
     # The report's rendering retrains nothing.
     assert changed_after("ftcot/report.py", append) == {"report"}
@@ -165,6 +201,26 @@ def test_code_and_replay_folder_edits_rerun_exactly_the_stages_that_use_them(pro
     replay = changed_after("params.yaml", lambda p: p.write_text(p.read_text().replace("dir: replay", "dir: stages")))
     assert {"teach@coin_flip", "teach@last_letter_concatenation"} <= replay
     assert not {s for s in replay if s.startswith(("fetch@", "split@", "finetune@"))}
+
+
+def test_adding_a_seed_trains_only_that_seed(project):
+    root, env, _ = project
+    original = read(root, "params.yaml")
+    params = yaml.safe_load(original)
+    params["seeds"] = [0, 1, 2]
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        changed = set(json.loads(run(["dvc", "status", "--json"], root, env).stdout))
+    finally:
+        (root / "params.yaml").write_text(original)
+    students = {s for s in changed if s.startswith(("finetune@", "evaluate@"))}
+    assert students == {
+        f"{stage}@{task}-{variant}-2"
+        for stage in ("finetune", "evaluate")
+        for task in ("coin_flip", "last_letter_concatenation")
+        for variant in ("ft_cot", "vanilla")
+    }
+    assert changed - students == {"check", "report"}
 
 
 def test_student_or_evaluation_changes_never_touch_the_teacher(project):
@@ -178,7 +234,7 @@ def test_student_or_evaluation_changes_never_touch_the_teacher(project):
         changed = set(json.loads(run(["dvc", "status", "--json"], root, env).stdout))
     finally:
         (root / "params.yaml").write_text(original)
-    assert "finetune@coin_flip-ft_cot" in changed and "evaluate@coin_flip-vanilla" in changed
+    assert "finetune@coin_flip-ft_cot-0" in changed and "evaluate@coin_flip-vanilla-1" in changed
     assert not {s for s in changed if s.startswith(("fetch@", "teach@", "filter@", "split@"))}
 
 
@@ -203,18 +259,19 @@ def test_experiment_with_more_diversity_reruns_from_teach(project):
     run(["git", "commit", "-qm", "baseline results"], root, env)
     exp = run(["dvc", "exp", "run", "-S", "diversity=2"], root, env)
     assert "Running stage 'teach@coin_flip'" in exp.stdout
-    assert "Running stage 'finetune@coin_flip-ft_cot'" in exp.stdout
+    assert "Running stage 'finetune@coin_flip-ft_cot-0'" in exp.stdout
     assert "Running stage 'fetch@coin_flip'" not in exp.stdout
     assert len(read(root, "data/teach/coin_flip.jsonl").splitlines()) == 42
     shown = json.loads(run(["dvc", "exp", "show", "--json"], root, env).stdout)
     assert len(json.dumps(shown)) > 0 and "diversity" in json.dumps(shown)
     diff = json.loads(run(["dvc", "metrics", "diff", "--json", "--all"], root, env).stdout)
-    assert "metrics/evaluate/coin_flip/ft_cot.json" in diff
-    assert "accuracy" in diff["metrics/evaluate/coin_flip/ft_cot.json"]
-    assert diff["metrics/teach/coin_flip.json"]["rationales"]["new"] == 42
-    # The summary compares task by task and method by method.
-    assert "tasks.coin_flip.ft_cot.accuracy" in diff["metrics/summary.json"]
-    assert diff["metrics/summary.json"]["diversity"]["new"] == 2
+    # One metrics file, compared task by task and method by method, numbers only.
+    assert list(diff) == ["metrics/headline.json"]
+    rows = diff["metrics/headline.json"]
+    assert "coin_flip.ft_cot.accuracy" in rows and "coin_flip.teacher.kept_rate" in rows
+    assert all(isinstance(v["new"], int | float) for v in rows.values())
+    # 2 tasks x (teacher: 4 numbers; 2 methods: 5 each, with the sd over seeds; their votes: 4 each)
+    assert len(rows) == 2 * (4 + 2 * 5 + 2 * 4)
     plots = json.loads(run(["dvc", "plots", "diff", "HEAD", "--json"], root, env).stdout)["data"]
     (bars,) = plots["report/accuracy.json"]
     assert sorted(bars["revisions"]) == sorted(["workspace", "HEAD"])  # the experiment against the baseline
@@ -258,26 +315,28 @@ def test_prompting_baseline_runs_as_a_dvc_stage(project):
     finally:
         (root / "params.yaml").write_text(original)
     assert "Running stage 'prompt@coin_flip-zero_shot'" in done.stdout
-    m = json.loads(read(root, "metrics/evaluate/coin_flip/zero_shot.json"))
+    m = json.loads(read(root, "metrics/evaluate/coin_flip/zero_shot.json"))  # no training seed
     assert m["n"] == 9 and m["model"] == "smollm2-135m" and m["method"] == "zero_shot"
 
 
 def test_report_refuses_predictions_that_do_not_match_the_test_set(project):
     root, env, _ = project
-    path = root / "data/evaluate/coin_flip/vanilla.jsonl"
+    path = root / "data/evaluate/coin_flip/vanilla/seed1.jsonl"
     original = path.read_text()
     lines = original.splitlines(keepends=True)
     path.write_text("".join(lines[1:]))  # one test question lost
     args = ["--teach-metrics", "metrics/teach", "--filter-metrics", "metrics/filter", "--eval-metrics"]
     args += ["metrics/evaluate", "--teach", "data/teach", "--predictions", "data/evaluate", "--split", "data/split"]
     args += ["--curves", "curves", "--diversity", "metrics/diversity.json", "--summary", "s.json", "--out-dir", "r"]
+    args += ["--headline", "h.json", "--finetune-metrics", "metrics/finetune"]
     try:
         proc = run([sys.executable, "stages/report.py", *args], root, env, check=False)
     finally:
         path.write_text(original)
     assert proc.returncode == 2
     assert (
-        "data/evaluate/coin_flip/vanilla.jsonl: prediction ids do not match the test set ids: 1 missing" in proc.stderr
+        "data/evaluate/coin_flip/vanilla/seed1.jsonl: prediction ids do not match the test set ids: 1 missing"
+        in proc.stderr
     )
     assert not (root / "s.json").exists()
 

@@ -3,10 +3,13 @@ import re
 
 import pytest
 
+from ftcot.evaluation import accuracy_interval, summarize_predictions
 from ftcot.report import (
     ReportError,
     accuracy_rows,
     build_summary,
+    combine_seeds,
+    headline,
     plot_accuracy,
     plot_diversity,
     plot_training_curves,
@@ -130,10 +133,14 @@ def test_html_is_self_contained_with_inline_images(tmp_path):
 
 def test_figures_are_png_and_byte_identical_across_runs(tmp_path):
     curves = {
-        "ft_cot": {"train/loss": [(1, 2.0), (2, 1.0)], "eval/loss": [(2, 1.5)], "eval/accuracy": [(2, 0.5)]},
-        "vanilla": {"train/loss": [(1, 1.0), (2, 0.5)]},
+        ("ft_cot", 0): {"train/loss": [(1, 2.0), (2, 1.0)], "eval/loss": [(2, 1.5)], "eval/accuracy": [(2, 0.5)]},
+        ("ft_cot", 1): {"train/loss": [(1, 2.1), (2, 1.1)], "eval/loss": [(2, 1.6)], "eval/accuracy": [(2, 0.4)]},
+        ("vanilla", 0): {"train/loss": [(1, 1.0), (2, 0.5)]},
     }
-    points = [{"task": "coin_flip", "diversity": d, "accuracy": a} for d, a in ((1, 0.4), (2, 0.5), (8, 0.7))]
+    points = [
+        {"task": "coin_flip", "diversity": d, "accuracy": a, "accuracy_ci_low": a - 0.1, "accuracy_ci_high": a + 0.1}
+        for d, a in ((1, 0.4), (2, 0.5), (8, 0.7))
+    ]
     draw = {
         "accuracy.png": lambda p: plot_accuracy(summary(), p),
         "curves.png": lambda p: plot_training_curves("coin_flip", curves, p),
@@ -160,10 +167,14 @@ def test_accuracy_rows_for_dvc_plots():
 
 def exp_state(name, diversity, accuracy, error=None):
     metrics = {
-        "metrics/evaluate/coin_flip/ft_cot.json": {
-            "data": {"accuracy": accuracy, "accuracy_ci_low": 0.1, "accuracy_ci_high": 0.9}
-        },
-        "metrics/filter/coin_flip.json": {"data": {"kept": 10 * diversity}},
+        "metrics/headline.json": {
+            "data": {
+                "coin_flip": {
+                    "ft_cot": {"accuracy": accuracy, "accuracy_ci_low": 0.1, "accuracy_ci_high": 0.9},
+                    "teacher": {"kept": 10 * diversity, "kept_rate": 0.8},
+                }
+            }
+        }
     }
     return {
         "rev": name + "rev",
@@ -195,3 +206,60 @@ def test_diversity_points_from_dvc_exp_show_json():
     shown[1]["experiments"][0]["revs"][0]["error"] = {"msg": "failed"}
     with pytest.raises(RuntimeError, match="missing or failed"):
         diversity_points(shown, {2: "div2-abc"}, ["coin_flip"])
+
+
+def seed_metrics(correct: list[bool]) -> tuple[dict, list[dict]]:
+    predictions = [
+        {
+            "id": str(i),
+            "correct": c,
+            "prediction": "yes",
+            "flexible_correct": c,
+            "contains_answer": c,
+            "truncated": False,
+            "generated_tokens": 5,
+        }
+        for i, c in enumerate(correct)
+    ]
+    return summarize_predictions(predictions), predictions
+
+
+def test_seeds_combine_into_mean_sd_and_a_pooled_interval():
+    (m0, p0), (m1, p1) = seed_metrics([True] * 8 + [False] * 2), seed_metrics([True] * 6 + [False] * 4)
+    combined = combine_seeds({0: m0, 1: m1}, summarize_predictions(p0 + p1))
+    assert combined["accuracy"] == 0.7 and combined["n"] == 10 and combined["num_seeds"] == 2
+    assert combined["accuracy_sd"] == pytest.approx(0.141421, abs=1e-6)
+    assert (combined["accuracy_ci_low"], combined["accuracy_ci_high"]) == accuracy_interval(14, 20)
+    assert combined["seeds"]["1"]["accuracy"] == 0.6
+    assert combine_seeds({0: m0}, summarize_predictions(p0))["accuracy_sd"] is None
+    with pytest.raises(ReportError, match="test sets of sizes"):
+        combine_seeds({0: m0, 1: seed_metrics([True] * 3)[0]}, summarize_predictions(p0))
+    # In the table: mean (pooled interval) ± sd, and a line per seed.
+    s = build_summary(
+        ["coin_flip"],
+        {"coin_flip": "yes_no"},
+        TEACH,
+        FILTER,
+        {"coin_flip": {"ft_cot": combined}},
+        {**SETUP, "seeds": [0, 1]},
+    )
+    md = render_markdown(s, {}, {}, {})
+    low, high = accuracy_interval(14, 20)
+    assert f"| 70.0 ({100 * low:.1f}–{100 * high:.1f}) ± 14.1 sd |" in md
+    assert "mean over 2 seeds (0, 1)" in md and "| coin_flip | Fine-tune-CoT | 80.0 (" in md
+    assert "| coin_flip | Fine-tune-CoT | 70.0 | 70.0 | 70.0 | 100.0 | 5.0 | 0/20 |" in md
+
+
+def test_headline_is_compact_and_numeric():
+    h = headline(summary())
+    assert set(h["coin_flip"]) == {"teacher", "few_shot_cot", "vanilla", "ft_cot", "ft_cot_self_consistency"}
+    assert h["coin_flip"]["ft_cot"] == pytest.approx(
+        {"accuracy": 0.6, "accuracy_ci_low": 0.4, "accuracy_ci_high": 0.8, "parse_rate": 0.9}
+    )
+    assert h["coin_flip"]["teacher"] == {"kept": 3, "kept_rate": 0.75, "test_accuracy": 0.8, "cost_usd": 0.0123}
+
+    def leaves(d):
+        for v in d.values():
+            yield from leaves(v) if isinstance(v, dict) else [v]
+
+    assert all(isinstance(v, int | float) for v in leaves(h))  # strings and nulls are not metrics

@@ -44,7 +44,7 @@ def test_a_sweep_of_other_parameters_is_left_out_with_the_keys_that_differ():
     other = json.loads(json.dumps(params))
     other["student"]["model"] = "smollm2-135m"
     reason = stale_reason(recorded(other), params, {"coin_flip": 0.6}, 1)
-    assert reason == "it ran with other parameters: student.model ('smollm2-135m' there, 'tiny-gpt2' here)"
+    assert reason == "it ran with other parameters: student.model ('smollm2-135m' there, 'tiny-llama' here)"
 
 
 def test_a_sweep_that_contradicts_the_headline_is_left_out():

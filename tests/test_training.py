@@ -12,7 +12,7 @@ from ftcot.generation import generate_greedy
 from ftcot.student import build_tiny_gpt2, build_tiny_tokenizer, wrap_lora
 from ftcot.training import EmptyTrainingSetError, build_dataset, finetune, tokenize_example, train_student
 
-TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "vocab_size": 300}
+TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "tokenizer": "bpe", "vocab_size": 300}
 
 
 def examples(n=12):
@@ -33,7 +33,9 @@ def examples(n=12):
 
 
 def params(**kw) -> StudentParams:
-    base = {"tiny": TINY, "epochs": 2, "batch_size": 4, "learning_rate": 3e-3, "max_length": 64}
+    # The tiny GPT-2 with BPE and the validation decoding, whatever the defaults (tested in test_char_tokenizer).
+    base = {"model": "tiny-gpt2", "tiny": TINY, "epochs": 2, "batch_size": 4, "learning_rate": 3e-3, "max_length": 64}
+    base["val_accuracy"] = True
     return StudentParams.model_validate(base | kw)
 
 
@@ -413,7 +415,16 @@ def test_evaluate_stage_on_an_encoder_decoder_student(tmp_path):
     p = params(model="tiny-t5", epochs=40, learning_rate=1e-2, warmup_ratio=0.0, tiny={**TINY, "n_embd": 64})
     finetune(data, [], "vanilla", p, seed=0, output_dir=tmp_path / "m")
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data[:2]))
-    cmd = [sys.executable, str(repo / "stages/evaluate.py"), "--variant", "vanilla", "--model", str(tmp_path / "m")]
+    cmd = [
+        sys.executable,
+        str(repo / "stages/evaluate.py"),
+        "--variant",
+        "vanilla",
+        "--seed",
+        "0",
+        "--model",
+        str(tmp_path / "m"),
+    ]
     cmd += ["--test", str(tmp_path / "test.jsonl"), "--predictions", str(tmp_path / "p.jsonl")]
     cmd += ["--metrics", str(tmp_path / "e.json")]
     done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
@@ -457,7 +468,7 @@ def test_two_processes_reach_the_result_of_one(tmp_path):
             {"tiny": TINY, "epochs": 3, "batch_size": batch, "learning_rate": 3e-3, "max_length": 64}
         )
         (work / "params.yaml").write_text(yaml.safe_dump(base))
-        cmd = [*launcher, str(repo / "stages/finetune.py"), "--task", "t", "--variant", "ft_cot"]
+        cmd = [*launcher, str(repo / "stages/finetune.py"), "--task", "t", "--variant", "ft_cot", "--seed", "0"]
         cmd += ["--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl")]
         cmd += ["--out", "model", "--metrics", "m.json", "--live", "live"]
         done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)

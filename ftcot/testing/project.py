@@ -11,7 +11,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 # What a run needs: the pipeline, its code and its configuration; not the committed results.
-COPIED = ["dvc.yaml", "params.yaml", "stages", "ftcot", "replay", "scripts", ".dvc/config", ".dvcignore"]
+COPIED = [
+    "dvc.yaml",
+    "params.yaml",
+    "pyproject.toml",
+    "stages",
+    "ftcot",
+    "replay",
+    "scripts",
+    ".dvc/config",
+    ".dvcignore",
+]
 # Outputs that say what a run cost or where it ran, not what it computed: never compared.
 UNCOMPARED_SUFFIXES = (".run.json",)
 
@@ -30,7 +40,7 @@ def copy_project(root: Path, params_text: str | None = None) -> Path:
         (root / "params.yaml").write_text(params_text)
     (root / "metrics").mkdir(exist_ok=True)
     (root / "metrics/diversity.json").write_text('{"points": []}\n')  # no sweep yet
-    (root / ".gitignore").write_text(".teacher-cache-*\n")
+    (root / ".gitignore").write_text(".teacher-cache-*\n__pycache__/\n")
     env = project_env(root)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "project"]):
         run(cmd, root, env)
@@ -48,6 +58,9 @@ def project_env(root: Path, **extra: str) -> dict[str, str]:
         "GIT_AUTHOR_EMAIL": "t@example.com",
         "GIT_COMMITTER_NAME": "t",
         "GIT_COMMITTER_EMAIL": "t@example.com",
+        # Fixed dates: copies of the same files get the same commit, which the report records.
+        "GIT_AUTHOR_DATE": "2000-01-01T00:00:00+00:00",
+        "GIT_COMMITTER_DATE": "2000-01-01T00:00:00+00:00",
         **extra,
     }
 

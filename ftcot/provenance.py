@@ -1,0 +1,124 @@
+"""What produced a run: code, parameters, packages, device, seeds and the teacher's identity.
+
+The report stage writes this into metrics/summary.json and report.md, so a copied-out report
+still says where its numbers came from. Everything here is a function of the code, the params and
+the installed packages, never of the clock or the host, so the same run gives the same bytes on
+another machine (DVC's caching and the byte-for-byte reproduction depend on it). Secrets never
+appear: the params hold only the *name* of the API key's variable, and credentials in a URL are
+masked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import subprocess
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+# The packages whose versions change what a run computes (or how it is read back).
+PACKAGES = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "peft",
+    "accelerate",
+    "datasets",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "openai",
+    "dvc",
+)
+# The code a run executes (the report stage depends on all of it; dvc.yaml cannot be a DVC dependency,
+# and DVC reruns a stage whose definition in it changes).
+CODE_PATHS = ("ftcot", "stages", "pyproject.toml")
+
+
+def mask_url(url: str | None) -> str | None:
+    """``http://user:secret@host/v1`` -> ``http://***@host/v1``; other URLs unchanged."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def code_files(root: Path, paths: Iterable[str] = CODE_PATHS) -> list[Path]:
+    """The code files under ``paths`` (relative to ``root``), sorted; caches and builds left out."""
+    files = []
+    for name in paths:
+        path = root / name
+        candidates = [path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else []
+        for p in candidates:
+            if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith((".pyc", ".egg-info")):
+                if not any(part.endswith(".egg-info") for part in p.parts):
+                    files.append(p)
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def code_digest(root: Path, paths: Iterable[str] = CODE_PATHS) -> str:
+    """SHA-256 over the code files' relative paths and contents: the same code gives the same
+    digest in any clone or copy, whatever its git history."""
+    h = hashlib.sha256()
+    for p in code_files(root, paths):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def git_commit(root: Path, paths: Iterable[str] = CODE_PATHS) -> dict[str, object]:
+    """``{commit, code_changed}``: the commit checked out, and whether the code differs from it
+    (uncommitted edits; then the digest, not the commit, names the code). No git: nulls."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", *paths], cwd=root, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "code_changed": None}
+    return {"commit": head.stdout.strip(), "code_changed": bool(status.stdout.strip())}
+
+
+def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def teacher_identity(params_dump: dict) -> dict[str, object]:
+    """Which teacher answered: backend, model, API and endpoint (credentials masked), never a key."""
+    t = params_dump["teacher"]
+    identity = {"backend": t["backend"], "model": t["model"]}
+    if t["backend"] == "openai":
+        identity |= {"api": t["api"], "base_url": mask_url(t["base_url"]) or "https://api.openai.com/v1"}
+    elif t["backend"] == "replay":
+        identity["replay_dir"] = t["replay"]["dir"]
+    elif t["backend"] == "oracle":
+        identity["error_rate"] = t["oracle"]["error_rate"]
+    return identity
+
+
+def safe_params(params_dump: dict) -> dict:
+    """The resolved params with credentials in ``teacher.base_url`` masked."""
+    teacher = dict(params_dump["teacher"], base_url=mask_url(params_dump["teacher"]["base_url"]))
+    return {**params_dump, "teacher": teacher}
+
+
+def run_metadata(root: Path, params_dump: dict, devices: dict[str, str]) -> dict:
+    """Everything in the module docstring; ``devices``: where each student trained (from the
+    finetune metrics), e.g. ``{"coin_flip/ft_cot/seed0": "cpu, portable numerics ..."}``."""
+    return {
+        "code": {"digest": code_digest(root), **git_commit(root)},
+        "params": safe_params(params_dump),
+        "seeds": params_dump["seeds"],
+        "packages": package_versions(),
+        "devices": sorted(set(devices.values())),
+        "teacher": teacher_identity(params_dump),
+    }

@@ -1,0 +1,60 @@
+import json
+import subprocess
+
+from ftcot.config import load_params
+from ftcot.provenance import code_digest, git_commit, mask_url, run_metadata, safe_params, teacher_identity
+
+
+def test_credentials_in_a_url_are_masked():
+    assert mask_url("http://user:s3cret@host:8000/v1") == "http://***@host:8000/v1"
+    assert mask_url("https://api.example.com/v1") == "https://api.example.com/v1"
+    assert mask_url(None) is None
+
+
+def test_teacher_identity_and_params_never_carry_a_secret():
+    dump = load_params().model_dump(mode="json")
+    dump["teacher"] |= {"backend": "openai", "model": "gpt-x", "base_url": "http://me:s3cret@127.0.0.1:8000/v1"}
+    identity = teacher_identity(dump)
+    assert identity == {
+        "backend": "openai",
+        "model": "gpt-x",
+        "api": "chat",
+        "base_url": "http://***@127.0.0.1:8000/v1",
+    }
+    assert "s3cret" not in json.dumps(safe_params(dump))
+    assert safe_params(dump)["teacher"]["api_key_env"] == "OPENAI_API_KEY"  # the variable's name only
+
+
+def test_code_digest_follows_content_not_place(tmp_path):
+    for root in (tmp_path / "a", tmp_path / "b"):
+        (root / "ftcot" / "__pycache__").mkdir(parents=True)
+        (root / "ftcot" / "x.py").write_text("x = 1\n")
+        (root / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "b" / "ftcot" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")  # not code
+    assert code_digest(tmp_path / "a") == code_digest(tmp_path / "b")
+    (tmp_path / "b" / "ftcot" / "x.py").write_text("x = 2\n")
+    assert code_digest(tmp_path / "a") != code_digest(tmp_path / "b")
+
+
+def test_commit_and_uncommitted_code_changes(tmp_path):
+    assert git_commit(tmp_path) == {"commit": None, "code_changed": None}  # no repository
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+    (tmp_path / "ftcot").mkdir()
+    (tmp_path / "ftcot" / "a.py").write_text("a = 1\n")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "x"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True, env={**env, "PATH": "/usr/bin:/bin"})
+    clean = git_commit(tmp_path)
+    assert len(clean["commit"]) == 40 and clean["code_changed"] is False
+    (tmp_path / "notes.txt").write_text("not code")
+    assert git_commit(tmp_path)["code_changed"] is False
+    (tmp_path / "ftcot" / "a.py").write_text("a = 2\n")
+    assert git_commit(tmp_path) == {"commit": clean["commit"], "code_changed": True}
+
+
+def test_run_metadata_has_every_part(tmp_path):
+    dump = load_params().model_dump(mode="json")
+    run = run_metadata(tmp_path, dump, {"coin_flip/ft_cot/seed0": "cpu", "coin_flip/vanilla/seed0": "cpu"})
+    assert set(run) == {"code", "params", "seeds", "packages", "devices", "teacher"}
+    assert run["devices"] == ["cpu"] and run["seeds"] == dump["seeds"]
+    assert run["packages"]["torch"] and run["packages"]["python"].startswith("3.")
+    assert run_metadata(tmp_path, dump, {}) == run_metadata(tmp_path, dump, {})  # no clock, no host
