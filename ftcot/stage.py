@@ -25,7 +25,10 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, Numerics
 
 def run_stage(main: Callable[[], None], *user_errors: type[BaseException]) -> None:
     end_with_parent()  # no orphans: a stage ends when dvc (or whoever launched it) dies
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Our lines at INFO; the libraries' only from WARNING (no line per HTTP request from the
+    # OpenAI client, no notices a user cannot act on).
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log.setLevel(logging.INFO)
     try:
         log.debug("numerics: %s", pin_cpu_numerics())
         main()

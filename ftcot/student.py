@@ -245,6 +245,7 @@ def load_named_pretrained(name: str):
 def wrap_lora(model, params: StudentParams):
     """peft LoRA around ``model``; only the adapters train."""
     from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
 
     lora = params.lora
     config = LoraConfig(
@@ -253,6 +254,9 @@ def wrap_lora(model, params: StudentParams):
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules,
         task_type="SEQ_2_SEQ_LM" if is_encoder_decoder(model) else "CAUSAL_LM",
+        # GPT-2's projections are Conv1D, whose weights are stored transposed: say so, rather than
+        # have peft guess it and warn at every run.
+        fan_in_fan_out=any(isinstance(m, Conv1D) for m in model.modules()),
     )
     return get_peft_model(model, config)
 

@@ -99,7 +99,9 @@ def main() -> None:
             stats.cache_hits,
             stats.failed,
         )
-    log.info("%s: %d rationales, estimated cost %s USD", args.task, len(rationales), metrics["estimated_cost_usd"])
+    cost = metrics["estimated_cost_usd"]
+    priced = "no price set (teacher.prices)" if cost is None else f"estimated cost {cost} USD"
+    log.info("%s: %d rationales, %s", args.task, len(rationales), priced)
 
 
 if __name__ == "__main__":

@@ -224,3 +224,10 @@ def test_lora_on_a_student_trained_from_scratch_is_a_parameter_error():
         with pytest.raises(ConfigError, match=r"student.method: lora needs a pretrained student, but student.model"):
             parse_params(minimal() | {"student": {"model": model, "method": "lora"}})
     assert parse_params(minimal() | {"student": {"model": "smollm2-135m", "method": "lora"}}).student.method == "lora"
+
+
+def test_seeds_are_distinct_non_negative_and_at_least_one():
+    assert parse_params(minimal() | {"seeds": [0, 1, 2]}).seeds == [0, 1, 2]
+    for bad in ([], [0, 0], [-1], "0"):
+        with pytest.raises(ConfigError, match="seeds"):
+            parse_params(minimal() | {"seeds": bad})

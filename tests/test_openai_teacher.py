@@ -215,3 +215,5 @@ def test_kill_9_mid_run_loses_at_most_the_requests_in_flight(tmp_path):
         assert metrics["completions"] == 560 and metrics["prompt_tokens"] > 0
         assert "sk-test" not in (tmp_path / "t.jsonl").read_text() + json.dumps(metrics)
         assert "sk-test" not in (tmp_path / "cache" / "teacher" / "completions.jsonl").read_text()
+        # Quiet: no line per HTTP request from the client library, one line per result of ours.
+        assert "HTTP Request" not in done.stderr and "coin_flip: this run sent" in done.stderr

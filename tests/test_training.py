@@ -1,6 +1,7 @@
 """Cheap, real training tests on tiny models built from a config."""
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -74,7 +75,12 @@ def test_lora_trains_adapters_only_and_merged_logits_match():
     p = params(method="lora", lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["c_attn"]}, epochs=3)
     texts = [student_prompt(e["question"]) for e in examples()]
     tok = build_tiny_tokenizer(texts, 300)
-    model = wrap_lora(build_tiny_gpt2(p, tok, seed=0), p)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = wrap_lora(build_tiny_gpt2(p, tok, seed=0), p)
+    # GPT-2's Conv1D is declared, so peft does not warn about fan_in_fan_out at every run.
+    assert model.peft_config["default"].fan_in_fan_out
+    assert not [w for w in caught if "fan_in_fan_out" in str(w.message)]
     base_before = {n: t.detach().clone() for n, t in model.named_parameters() if "lora_" not in n}
     lora_before = {n: t.detach().clone() for n, t in model.named_parameters() if "lora_B" in n}
     train_ds, _ = build_dataset(examples(), "ft_cot", tok, 64)
