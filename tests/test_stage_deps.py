@@ -248,3 +248,16 @@ def test_every_stage_runs_after_the_params_check():
             assert "data/params.checked" in body(stage)["deps"], name
     check = stages()["check"]
     assert "params.yaml" in check["deps"] and "data/params.checked" in str(check["outs"])
+
+
+def test_one_compact_metrics_file_is_declared():
+    """`dvc metrics diff` / `dvc exp show` read only the numbers a researcher compares; the per-stage
+    files (with strings such as answer_type, and the losses DVCLive also logs) are plain outputs."""
+    declared = [
+        path
+        for name, stage in stages().items()
+        for entry in body(stage).get("metrics", [])
+        for path in (entry if isinstance(entry, dict) else {entry: {}})
+    ]
+    assert declared == ["metrics/headline.json"]
+    assert body(stages()["report"])["outs"][1] == {"metrics/summary.json": {"cache": False}}
