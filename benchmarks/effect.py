@@ -20,6 +20,7 @@ seeds; seconds per student (training, evaluation); and the machine.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -187,10 +188,32 @@ ABLATION: dict[str, dict[str, object]] = {
 }
 
 
-def run_effect(base: Params, seeds: list[int], diversity_seeds: list[int], high_d: int, work: Path) -> dict:
+def reusable(previous: dict | None, base: Params) -> dict:
+    """The results of an earlier run of this benchmark (``--reuse``); exits if it measured another
+    student or other data parameters. Same inputs give the same numbers (the numerics are pinned),
+    so reusing them is rerunning them, minus the wait; wall_seconds then counts only the new work."""
+    if not previous:
+        return {}
+    recorded = previous.get("params", {})
+    same = recorded.get("student") == base.student.model_dump()
+    # Files written before the data parameters were recorded: the student's must match.
+    same = same and recorded.get("data", base.data.model_dump(mode="json")) == base.data.model_dump(mode="json")
+    if not same:
+        raise SystemExit("--reuse: that file measured other student or data parameters; run without it")
+    return previous
+
+
+def run_effect(
+    base: Params, seeds: list[int], diversity_seeds: list[int], high_d: int, work: Path, previous: dict | None = None
+) -> dict:
     """Fine-tune-CoT against vanilla for every seed, and D = params' diversity against ``high_d``."""
+    old = reusable(previous, base)
     per_seed: dict[int, dict[str, dict]] = {}
     for seed in seeds:
+        if str(seed) in old.get("per_seed", {}):
+            per_seed[seed] = old["per_seed"][str(seed)]
+            print(f"seed {seed}: reused", flush=True)
+            continue
         results = run_seed(with_overrides(base, {"seed": seed}), work / f"seed{seed}")
         for r in results.values():
             r["separated"] = separated(r["ft_cot"], r["vanilla"])
@@ -198,6 +221,11 @@ def run_effect(base: Params, seeds: list[int], diversity_seeds: list[int], high_
         print(f"seed {seed}: " + ", ".join(describe(task, r) for task, r in results.items()), flush=True)
     diversity: dict[str, dict] = {}
     for seed in diversity_seeds:
+        earlier = old.get("diversity", {}).get(str(seed), {})
+        if all(f"D={high_d}" in earlier.get(task, {}) for task in base.data.tasks):
+            diversity[str(seed)] = earlier
+            print(f"seed {seed}, D={high_d}: reused", flush=True)
+            continue
         high = run_seed(
             with_overrides(base, {"seed": seed, "diversity": high_d}), work / f"d{high_d}-{seed}", ("ft_cot",)
         )
@@ -236,6 +264,7 @@ def main() -> None:
     parser.add_argument("--diversity-seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--diversity", type=int, default=8, help="D compared with params.yaml's diversity")
     parser.add_argument("--ablation", action="store_true", help="the levers one at a time, at the first seed")
+    parser.add_argument("--reuse", help="an earlier bench_effect.json: its seeds and D points are not recomputed")
     args = parser.parse_args()
 
     numerics = pin_cpu_numerics()
@@ -246,7 +275,8 @@ def main() -> None:
         if args.ablation:
             out = run_ablation(base, args.seeds[0], Path(tmp))
         else:
-            out = run_effect(base, args.seeds, args.diversity_seeds, args.diversity, Path(tmp))
+            previous = json.loads(Path(args.reuse).read_text()) if args.reuse else None
+            out = run_effect(base, args.seeds, args.diversity_seeds, args.diversity, Path(tmp), previous)
     name = "bench_effect_ablation.json" if args.ablation else "bench_effect.json"
     write_json(
         args.out or REPO / "metrics" / name,
@@ -254,8 +284,10 @@ def main() -> None:
             "params": {
                 "file": str(Path(args.params).resolve().relative_to(REPO)),
                 "student": base.student.model_dump(),
+                "data": base.data.model_dump(mode="json"),
             },
             **out,
+            "reused_from": args.reuse,
             "wall_seconds": round(time.perf_counter() - start, 1),
             "cpu_seconds": round(time.process_time() - cpu_start, 1),
             "load_average_1min_at_start": load_at_start,

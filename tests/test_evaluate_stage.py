@@ -73,7 +73,7 @@ def test_evaluate_stage_with_self_consistency(tmp_path):
     finetune(train, [], "ft_cot", p, seed=0, output_dir=tmp_path / "m")
     write_jsonl(tmp_path / "test.jsonl", records(4, rationale=False))
     project(tmp_path, evaluate={"samples": 3, "temperature": 0.5, "batch_size": 8, "max_new_tokens": 24})
-    args = ["--variant", "ft_cot", "--model", "m", "--test", "test.jsonl", "--predictions", "p.jsonl"]
+    args = ["--variant", "ft_cot", "--seed", "0", "--model", "m", "--test", "test.jsonl", "--predictions", "p.jsonl"]
     done = run_stage(tmp_path, "evaluate", *args, "--metrics", "e.json")
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((tmp_path / "e.json").read_text())
@@ -94,7 +94,7 @@ def test_evaluate_stage_with_self_consistency(tmp_path):
 def test_empty_test_set_stops_before_loading_a_model(tmp_path):
     (tmp_path / "test.jsonl").write_text("")
     project(tmp_path)
-    args = ["--variant", "ft_cot", "--model", "nowhere", "--test", "test.jsonl", "--predictions", "p.jsonl"]
+    args = ["--variant", "ft_cot", "--seed", "0", "--model", "nowhere", "--test", "test.jsonl", "--predictions", "p.jsonl"]
     done = run_stage(tmp_path, "evaluate", *args, "--metrics", "e.json")
     assert done.returncode == 2 and "test.jsonl: the test set is empty" in done.stderr
 
