@@ -258,6 +258,15 @@ def _quote(text: str) -> str:
     return " ".join(str(text).split()) or "(empty)"
 
 
+# What a run with the offline stand-in teacher can and cannot say, stated where its numbers are.
+ORACLE_CAVEAT = (
+    "*The teacher here is the `oracle` backend, a program that writes correct rationales except for a "
+    "seeded share with a wrong step; it is not a language model. The table shows what the method does "
+    "with filtered rationales on these synthetic tasks (Fine-tune-CoT against vanilla fine-tuning, the "
+    "effect of diversity), not how well any real LLM teaches or how a pretrained student reasons.*"
+)
+
+
 def _seeds_sentence(summary: dict) -> str:
     seeds = summary.get("seeds", [0])
     if len(seeds) < 2:
@@ -289,6 +298,8 @@ def render_markdown(
         "",
         *main_table(summary),
     ]
+    if summary.get("run", {}).get("teacher", {}).get("backend") == "oracle":
+        lines += ["", ORACLE_CAVEAT]
     if seeds_table(summary):
         lines += ["", "Seed by seed:", "", *seeds_table(summary)]
     if "accuracy" in figures:

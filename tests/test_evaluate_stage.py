@@ -94,7 +94,8 @@ def test_evaluate_stage_with_self_consistency(tmp_path):
 def test_empty_test_set_stops_before_loading_a_model(tmp_path):
     (tmp_path / "test.jsonl").write_text("")
     project(tmp_path)
-    args = ["--variant", "ft_cot", "--seed", "0", "--model", "nowhere", "--test", "test.jsonl", "--predictions", "p.jsonl"]
+    args = ["--variant", "ft_cot", "--seed", "0", "--model", "nowhere", "--test", "test.jsonl"]
+    args += ["--predictions", "p.jsonl"]
     done = run_stage(tmp_path, "evaluate", *args, "--metrics", "e.json")
     assert done.returncode == 2 and "test.jsonl: the test set is empty" in done.stderr
 

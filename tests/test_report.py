@@ -1,9 +1,12 @@
 import base64
 import re
+from pathlib import Path
 
 import pytest
 
+from ftcot.config import load_params
 from ftcot.evaluation import accuracy_interval, summarize_predictions
+from ftcot.provenance import run_metadata
 from ftcot.report import (
     ReportError,
     accuracy_rows,
@@ -18,6 +21,7 @@ from ftcot.report import (
 )
 from ftcot.sweep import diversity_points
 
+REPO = Path(__file__).resolve().parents[1]
 TEACH = {
     "coin_flip": {
         "teacher_test_accuracy": 0.8,
@@ -118,6 +122,11 @@ def test_markdown_has_the_paper_table_rows_methods_columns_tasks():
         assert f"]({image})" in md
     no_sweep = render_markdown(summary(), {}, {}, {})
     assert "No sweep recorded yet" in no_sweep
+    assert "not a language model" not in md  # a real teacher (gpt-x): no caveat
+    run = run_metadata(Path.cwd(), load_params(REPO / "params.yaml").model_dump(mode="json"), {"x": "cpu"})
+    oracle = render_markdown({**summary(), "run": run}, {}, {}, {})
+    assert "it is not a language model" in oracle.split("## Strict")[0]
+    assert f"- Code: git commit `{run['code']['commit'][:12]}`" in oracle and "- Devices: cpu." in oracle
 
 
 def test_html_is_self_contained_with_inline_images(tmp_path):
