@@ -54,9 +54,9 @@ def code_files(root: Path, paths: Iterable[str] = CODE_PATHS) -> list[Path]:
         path = root / name
         candidates = [path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else []
         for p in candidates:
-            if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith((".pyc", ".egg-info")):
-                if not any(part.endswith(".egg-info") for part in p.parts):
-                    files.append(p)
+            built = p.suffix == ".pyc" or any(part == "__pycache__" or part.endswith(".egg-info") for part in p.parts)
+            if p.is_file() and not built:
+                files.append(p)
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
