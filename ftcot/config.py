@@ -21,6 +21,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ftcot.redaction import has_credentials, url_without_credentials
 from ftcot.tasks import TASKS
 
 # The built-in students trained from scratch (ftcot.student builds them from student.tiny).
@@ -143,6 +144,13 @@ class TeacherParams(Section):
     max_retries: int = Field(5, ge=0, description="Retries per request (429, 5xx, timeouts, dropped connections).")
     batch: bool = Field(False, description="Use the Batch API: submit, poll, collect (openai backend).")
     batch_poll_seconds: float = Field(30.0, gt=0.0, description="Seconds between polls of a submitted batch.")
+    batch_max_requests: int = Field(
+        50000, ge=1, description="Requests per submitted batch at most (OpenAI's limit: 50,000)."
+    )
+    batch_max_bytes: int = Field(
+        200_000_000, ge=1024, description="Bytes per batch input file at most (OpenAI's limit: 200 MB)."
+    )
+    batch_concurrency: int = Field(4, ge=1, description="Batches submitted and not yet collected at once.")
     eval_test: bool = Field(True, description="Also answer the test questions (sample 0): the teacher baseline.")
     prices: dict[str, PriceParams] = Field(
         default_factory=dict, description="Per model: USD per million prompt / completion tokens."
@@ -153,8 +161,16 @@ class TeacherParams(Section):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
-        if url is not None and not url.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {url!r}")
+        if url is None:
+            return url
+        if has_credentials(url):
+            # Never echoed: the message would carry the password into the log.
+            raise ValueError(
+                f"must not hold credentials ({url_without_credentials(url)}): put the key in the environment "
+                "variable named by teacher.api_key_env"
+            )
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {url[:40]!r}")
         return url
 
     @field_validator("api_key_env")
@@ -413,5 +429,8 @@ OPERATIONAL_KEYS = frozenset(
         "teacher.max_retries",
         "teacher.batch",
         "teacher.batch_poll_seconds",
+        "teacher.batch_max_requests",
+        "teacher.batch_max_bytes",
+        "teacher.batch_concurrency",
     }
 )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from collections.abc import Callable
 
 from ftcot.config import ConfigError
 from ftcot.io import DataError
 from ftcot.lifecycle import end_with_parent
 from ftcot.numerics import NumericsError, pin_cpu_numerics, pin_environment
+from ftcot.redaction import install_log_redaction, redact
 
 # As early as a stage script's imports allow: the math libraries read these at their first use.
 try:
@@ -29,9 +31,16 @@ def run_stage(main: Callable[[], None], *user_errors: type[BaseException]) -> No
     # OpenAI client, no notices a user cannot act on).
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log.setLevel(logging.INFO)
+    install_log_redaction()  # an API key never reaches a log line, even where a server echoes it
+    sys.excepthook = _redacting_excepthook
     try:
         log.debug("numerics: %s", pin_cpu_numerics())
         main()
     except (*USER_ERRORS, *user_errors) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(redact(f"error: {err}"), file=sys.stderr)
         sys.exit(2)
+
+
+def _redacting_excepthook(kind, value, tb) -> None:
+    """A programming error still shows its traceback, without any secret in it."""
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))

@@ -3,6 +3,7 @@ each rationale's answer, through the completion cache."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,8 +11,11 @@ from dataclasses import dataclass
 from tqdm.auto import tqdm
 
 from ftcot.prompts import PROMPT_VERSION, answer_prompt, rationale_prompt
+from ftcot.redaction import redact
 from ftcot.teachers.base import Completion, CompletionRequest, Teacher, TeacherError
 from ftcot.teachers.cache import CompletionCache, cache_key
+
+log = logging.getLogger("ftcot")
 
 ANSWER_STEP_MAX_TOKENS = 32
 
@@ -20,8 +24,10 @@ ANSWER_STEP_MAX_TOKENS = 32
 class TeachRunStats:
     """What this run cost: kept out of DVC-tracked outputs, since it depends on the cache."""
 
-    requests_sent: int = 0
+    requests_sent: int = 0  # completions this run asked for and received
     cache_hits: int = 0
+    from_other_runs: int = 0  # answers another live run was already asking for: waited for, not paid twice
+    damaged_cache_records: int = 0  # cached records that failed their check and were asked again
     failed: int = 0
     seconds: float = 0.0
 
@@ -31,6 +37,10 @@ def sampling_temperature(diversity: int, temperature: float) -> float:
     return 0.0 if diversity == 1 else temperature
 
 
+# How often a run that waits for another run's answers looks for them (seconds, growing to the max).
+WAIT_POLL_S = (0.2, 2.0)
+
+
 def resolve(
     requests: Sequence[CompletionRequest],
     teacher: Teacher,
@@ -38,43 +48,97 @@ def resolve(
     stats: TeachRunStats,
     desc: str = "teacher",
 ) -> tuple[list[Completion], list[str]]:
-    """Completions for ``requests``, from the cache where possible. New completions are stored
-    the moment they arrive, so an interrupted run keeps everything already received; requests
-    that fail for good are listed in a :class:`TeacherError` after all others are stored."""
+    """Completions for ``requests``, from the cache where possible, each distinct request asked once.
+
+    New completions are stored the moment they arrive, so an interrupted run keeps everything
+    already received. Before asking, the run claims the keys it will ask for; keys that another
+    live run has claimed are waited for, and taken over if that run dies or gives them up.
+    Requests that fail for good are listed in a :class:`TeacherError` after all others are stored.
+    """
     keys = [cache_key(teacher.endpoint, teacher.model, r) for r in requests]
-    results: list[Completion | None] = [cache.get_completion(k) for k in keys]
-    missing = [i for i, c in enumerate(results) if c is None]
-    stats.cache_hits += len(requests) - len(missing)
-    if not missing:
-        return [c for c in results if c is not None], keys
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)  # a request asked twice in one run is paid once
+    damaged_before = len(cache.damaged_seen)
+    found = cache.get_many(first)
+    stats.cache_hits += sum(k in found for k in keys)
+    pending = [k for k in first if k not in found]
+    if pending:
+        _ask(pending, first, requests, teacher, cache, stats, found, desc)
+    stats.damaged_cache_records += len(cache.damaged_seen) - damaged_before
+    return [found[k] for k in keys], keys
+
+
+def _ask(
+    pending: list[str],
+    first: dict[str, int],
+    requests: Sequence[CompletionRequest],
+    teacher: Teacher,
+    cache: CompletionCache,
+    stats: TeachRunStats,
+    found: dict[str, Completion],
+    desc: str,
+) -> None:
     preflight = getattr(teacher, "preflight", None)
     if preflight is not None:
         preflight()
-    todo = [requests[i] for i in missing]
     start = time.perf_counter()
-    with tqdm(total=len(todo), desc=desc, unit="req") as bar:
+    failures: list[tuple[CompletionRequest, str]] = []
+    todo = set(pending)
+    told: set[str] = set()
+    poll = WAIT_POLL_S[0]
+    try:
+        with tqdm(total=len(todo), desc=desc, unit="req") as bar:
+            while todo:
+                claims = cache.claim(sorted(todo))
+                if claims.done:  # answered by another run since we looked
+                    found.update(claims.done)
+                    stats.from_other_runs += len(claims.done)
+                    todo -= claims.done.keys()
+                    bar.update(len(claims.done))
+                if claims.mine:
+                    mine = claims.mine
+                    ask = [requests[first[k]] for k in mine]
 
-        def store(j: int, completion: Completion) -> None:
-            i = missing[j]
-            cache.put_completion(keys[i], teacher.endpoint, teacher.model, requests[i], completion)
-            results[i] = completion
-            stats.requests_sent += 1
-            bar.update(1)
+                    def store(j: int, completion: Completion, mine=mine, ask=ask) -> None:
+                        key = mine[j]
+                        cache.put_completion(key, teacher.endpoint, teacher.model, ask[j], completion)
+                        found[key] = completion
+                        stats.requests_sent += 1
+                        bar.update(1)
 
-        failures = teacher.complete(todo, store)
-    stats.seconds += time.perf_counter() - start
+                    for f in teacher.complete(ask, store):
+                        failures.append((ask[f.index], f.error))
+                    todo -= set(mine)
+                    cache.release_claims(k for k in mine if k not in found)  # a waiting run may try them
+                    poll = WAIT_POLL_S[0]
+                elif claims.held:
+                    for owner, held in claims.held.items():
+                        if owner not in told:
+                            told.add(owner)
+                            log.info(
+                                "%s: %d answers are being asked for by another run (%s): waiting for them instead "
+                                "of paying twice",
+                                desc,
+                                len(held),
+                                cache.describe_owner(owner),
+                            )
+                    bar.set_postfix_str("waiting for another run")
+                    time.sleep(poll)
+                    poll = min(WAIT_POLL_S[1], poll * 1.5)
+    finally:
+        cache.release_claims()
+        stats.seconds += time.perf_counter() - start
     if failures:
         stats.failed += len(failures)
         listed = "\n".join(
-            f"  sample {todo[f.index].sample_index} of {todo[f.index].prompt[:70]!r}...: {f.error}"
-            for f in failures[:20]
+            f"  sample {r.sample_index} of {r.prompt[:70]!r}...: {redact(error)}" for r, error in failures[:20]
         )
         more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
         raise TeacherError(
-            f"{len(failures)} of {len(todo)} teacher requests failed after retries; the "
-            f"{len(todo) - len(failures)} that succeeded are cached and will not be asked again:\n{listed}{more}"
+            f"{len(failures)} of {len(pending)} teacher requests failed after retries; the "
+            f"{len(pending) - len(failures)} that succeeded are cached and will not be asked again:\n{listed}{more}"
         )
-    return [c for c in results if c is not None], keys
 
 
 def teach(

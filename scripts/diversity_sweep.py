@@ -5,7 +5,9 @@
 1. queues one experiment per D (`dvc exp run --queue -S diversity=D -n div<D>-<commit>`),
    skipping those that already exist for this commit;
 2. runs the queue (`dvc exp run --run-all`), each in a temporary copy of the workspace; the
-   teacher cache is shared, so the D=8 run pays only for rationales no earlier run asked for;
+   teacher cache is shared, so the D=8 run pays only for rationales no earlier run asked for, and
+   with --jobs N the experiments that run at once wait for each other's answers (the cache's
+   claims) instead of paying for them twice;
 3. reads the results back from `dvc exp show --json` into metrics/diversity.json;
 4. reruns the report stage (`dvc repro report`), which draws report/diversity.png.
 

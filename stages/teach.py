@@ -5,9 +5,10 @@
         --metrics metrics/teach/coin_flip.json
 
 Completions go through the persistent completion cache ($FTCOT_CACHE_DIR/teacher, default
-~/.cache/finetune-cot/teacher): what was once received is never requested again. What this run
-cost (requests sent, cache hits, failures, seconds) goes to <metrics>.run.json, which DVC does not
-track because it depends on the cache rather than on the parameters.
+~/.cache/finetune-cot/teacher): what was once received is never requested again, and what another
+run is already asking for is waited for, not paid twice. What this run cost (requests sent, cache
+hits, answers waited for, damaged cache records, failures, seconds) goes to <metrics>.run.json,
+which DVC does not track because it depends on the cache rather than on the parameters.
 """
 
 import argparse
@@ -24,7 +25,7 @@ from ftcot.teachers.oracle import OracleTeacher, UnsupportedQuestion
 from ftcot.teaching import TeachRunStats, summarize_usage, teach
 
 
-def build_teacher(params, task: str, records: list[dict]):
+def build_teacher(params, task: str, records: list[dict], cache: CompletionCache):
     t = params.teacher
     if t.backend == "oracle":
         return OracleTeacher(model=t.model, error_rate=t.oracle.error_rate, seed=params.seed)
@@ -44,7 +45,10 @@ def build_teacher(params, task: str, records: list[dict]):
         max_retries=t.max_retries,
         batch=t.batch,
         batch_poll_seconds=t.batch_poll_seconds,
-        batch_state_dir=default_cache_dir() / "batches",
+        batch_max_requests=t.batch_max_requests,
+        batch_max_bytes=t.batch_max_bytes,
+        batch_concurrency=t.batch_concurrency,
+        batch_ledger=cache.batches,
     )
 
 
@@ -62,9 +66,9 @@ def main() -> None:
     records = read_jsonl(args.records, required=("id", "question", "answer", "answer_type", "split"))
     train = [r for r in records if r["split"] == "train"]
     test = [r for r in records if r["split"] == "test"]
-    teacher = build_teacher(params, args.task, records)
     cache = CompletionCache(default_cache_dir() / "teacher")
-    log.info("teacher %s (%s), %d cached completions in %s", teacher.backend, teacher.model, len(cache), cache.path)
+    teacher = build_teacher(params, args.task, records, cache)
+    log.info("teacher %s (%s), cache %s", teacher.backend, teacher.model, cache.path)
     price = t.prices[t.model].model_dump() if t.model in t.prices else None
 
     stats = TeachRunStats()
@@ -84,19 +88,25 @@ def main() -> None:
         write_jsonl(args.test_out, test_rationales)
         write_json(args.metrics, metrics)
     finally:
+        cache.close()  # gives up any claim at once, for a run that waits on it
         run = {
             "requests_sent": stats.requests_sent,
             "cache_hits": stats.cache_hits,
+            "from_other_runs": stats.from_other_runs,
+            "damaged_cache_records": stats.damaged_cache_records,
             "failed": stats.failed,
             "seconds": round(stats.seconds, 3),
         }
         Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
         Path(args.metrics).with_suffix(".run.json").write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
         log.info(
-            "%s: this run sent %d requests, %d cache hits, %d failed",
+            "%s: this run sent %d requests, %d cache hits, %d waited for from another run, %d damaged cache "
+            "records asked again, %d failed",
             args.task,
             stats.requests_sent,
             stats.cache_hits,
+            stats.from_other_runs,
+            stats.damaged_cache_records,
             stats.failed,
         )
     cost = metrics["estimated_cost_usd"]

@@ -1,9 +1,9 @@
 """The OpenAI-compatible teacher against real HTTP servers on 127.0.0.1 (the fault-injecting stand-in)."""
 
-import hashlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -27,7 +27,14 @@ def questions(n=30):
 
 
 def cache_lines(cache: CompletionCache) -> list[str]:
-    return [json.loads(line)["key"] for line in cache.path.read_text().splitlines()]
+    """Every stored record's key, read from the database file itself."""
+    with sqlite3.connect(cache.path) as db:
+        return [row[0] for row in db.execute("SELECT key FROM completions")]
+
+
+def cache_bytes(directory: Path) -> bytes:
+    """The cache's files as they are on disk (the database and its write-ahead log)."""
+    return b"".join(p.read_bytes() for p in sorted(directory.glob("completions.sqlite3*")))
 
 
 def every_fault_once(identity: str, attempt: int) -> str | None:
@@ -143,27 +150,14 @@ def test_reasoning_content_is_kept_as_the_rationale(tmp_path):
 def test_batch_mode_submits_polls_collects_and_resumes(tmp_path):
     with FakeOpenAI(batch_polls_before_done=2) as server:
         cache = CompletionCache(tmp_path / "cache")
-        teacher = teacher_for(server, batch=True, batch_poll_seconds=0.05, batch_state_dir=tmp_path / "batches")
+        teacher = teacher_for(server, batch=True, batch_poll_seconds=0.05, batch_ledger=cache.batches)
         qs = questions(20)
         out, stats = teach(qs, teacher, cache, 2, 0.7, 64)
         assert stats.requests_sent == 2 * 2 * len(qs) and len(cache) == stats.requests_sent
         assert server.uploads == 2 and len(server.batches) == 2  # one batch per step
-        assert list((tmp_path / "batches").iterdir()) == []  # nothing pending
+        assert len(cache.batches) == 0  # nothing pending
         again, stats = teach(qs, teacher, cache, 2, 0.7, 64)
         assert again == out and stats.requests_sent == 0 and server.uploads == 2
-
-        # A run killed while polling left its batch id behind: the rerun polls it, not re-submits.
-        pending = [CompletionRequest(f"Q: batch {i}?\nA: Let's think step by step.", 0, 0.0, 16) for i in range(5)]
-        first = []
-        assert teacher.complete(pending, lambda i, c: first.append(c)) == []
-        uploads = server.uploads
-        lines = [json.dumps(teacher._batch_line(i, r), sort_keys=True) for i, r in enumerate(pending)]
-        payload = ("\n".join(lines) + "\n").encode()
-        state = tmp_path / "batches" / f"{hashlib.sha256(teacher.endpoint.encode() + payload).hexdigest()}.json"
-        state.write_text(json.dumps({"batch_id": list(server.batches)[-1]}))  # the batch of `pending`
-        resumed = []
-        assert teacher.complete(pending, lambda i, c: resumed.append(c)) == []
-        assert server.uploads == uploads and len(resumed) == 5 and not state.exists()
 
 
 def write_stage_project(root: Path, base_url: str, n_questions: int, concurrency: int) -> None:
@@ -214,6 +208,6 @@ def test_kill_9_mid_run_loses_at_most_the_requests_in_flight(tmp_path):
         metrics = json.loads((tmp_path / "m.json").read_text())
         assert metrics["completions"] == 560 and metrics["prompt_tokens"] > 0
         assert "sk-test" not in (tmp_path / "t.jsonl").read_text() + json.dumps(metrics)
-        assert "sk-test" not in (tmp_path / "cache" / "teacher" / "completions.jsonl").read_text()
+        assert b"sk-test" not in cache_bytes(tmp_path / "cache" / "teacher")
         # Quiet: no line per HTTP request from the client library, one line per result of ours.
         assert "HTTP Request" not in done.stderr and "coin_flip: this run sent" in done.stderr

@@ -48,3 +48,45 @@ def test_replay_names_what_is_missing(tmp_path):
         teach(train, ReplayTeacher(path, records), CompletionCache(tmp_path / "c"), 1, 0.7, 64)
     with pytest.raises(TeacherError, match="does not exist"):
         ReplayTeacher(tmp_path / "nope.jsonl", records)
+
+
+def replay_file(tmp_path, lines: list[dict]):
+    path = tmp_path / "coin_flip.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_a_malformed_sample_index_is_named_with_file_and_line(tmp_path):
+    records = generate_records(get_task("coin_flip"), 20, 0, 0.7)
+    good = {"question_id": records[0]["id"], "sample_index": 0, "rationale": "r", "answer": "Yes"}
+    for bad in ("zero", -1, 1.5, True, None):
+        path = replay_file(tmp_path, [good, good | {"sample_index": bad}])
+        with pytest.raises(TeacherError, match=r"coin_flip\.jsonl:2: sample_index must be an integer >= 0"):
+            ReplayTeacher(path, records)
+    path = replay_file(tmp_path, [good, good | {"rationale": ["not", "text"]}])
+    with pytest.raises(TeacherError, match=r"coin_flip\.jsonl:2: rationale must be text"):
+        ReplayTeacher(path, records)
+
+
+def test_the_same_sample_twice_with_other_content_is_an_error_and_an_exact_repeat_is_not(tmp_path):
+    records = generate_records(get_task("coin_flip"), 20, 0, 0.7)
+    by_id = {"question_id": records[0]["id"], "sample_index": 0, "rationale": "r", "answer": "Yes"}
+    by_text = {"question": records[0]["question"].upper(), "sample_index": 0, "rationale": "other", "answer": "No"}
+    path = replay_file(tmp_path, [by_id, by_id])
+    ReplayTeacher(path, records)  # the same line twice: harmless
+    path = replay_file(tmp_path, [by_id, by_text])
+    with pytest.raises(TeacherError, match=r"coin_flip\.jsonl:2: sample 0 of this question is already on line 1"):
+        ReplayTeacher(path, records)
+
+
+def test_a_file_that_covers_none_of_the_questions_is_an_error(tmp_path):
+    records = generate_records(get_task("coin_flip"), 20, 0, 0.7)
+    others = generate_records(get_task("last_letter_concatenation"), 20, 0, 0.7)
+    path = replay_file(
+        tmp_path, [{"question": r["question"], "sample_index": 0, "rationale": "r", "answer": "ab"} for r in others]
+    )
+    with pytest.raises(TeacherError, match=r"coin_flip\.jsonl: none of its 20 lines is for a question of this task"):
+        ReplayTeacher(path, records)
+    (tmp_path / "coin_flip.jsonl").write_text('{"sample_index": 0, "rationale": "r"\n')
+    with pytest.raises(TeacherError, match=r"coin_flip\.jsonl:1: not valid JSON"):
+        ReplayTeacher(tmp_path / "coin_flip.jsonl", records)

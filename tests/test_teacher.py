@@ -1,26 +1,14 @@
-import json
-
 import pytest
 
 from ftcot.answers import extract_answer
 from ftcot.prompts import answer_prompt, rationale_prompt
 from ftcot.tasks import generate_records, get_task
 from ftcot.teachers import CompletionCache, CompletionRequest
-from ftcot.teachers.cache import cache_key
+from ftcot.teachers.base import Completion
+from ftcot.teachers.cache import cache_key, encode_record
 from ftcot.teachers.oracle import OracleTeacher, UnsupportedQuestion
 from ftcot.teaching import sampling_temperature, teach
-
-
-class CountingTeacher(OracleTeacher):
-    """The oracle, counting the requests that reach it."""
-
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self.sent: list[CompletionRequest] = []
-
-    def complete(self, requests, on_result):
-        self.sent.extend(requests)
-        return super().complete(requests, on_result)
+from ftcot.testing.teachers import CountingTeacher
 
 
 def complete_one(teacher, request):
@@ -76,20 +64,27 @@ def test_cache_key_depends_on_endpoint_and_sample():
     assert base == cache_key("http://a/v1", "m", CompletionRequest(r.prompt, 0, 0.7, 64))
 
 
-def test_cache_persists_and_survives_a_torn_line(tmp_path):
+def legacy_line(key: str, endpoint: str, model: str, request: CompletionRequest, text: str) -> str:
+    """A line of the cache of earlier versions (completions.jsonl): the key first, then sorted fields."""
+    blob, _ = encode_record(key, endpoint, model, request, Completion(text, "stop", 3, 2))
+    return '{"key":"' + key + '",' + blob.decode()[1:] + "\n"
+
+
+def test_cache_of_earlier_versions_is_moved_in_and_a_torn_line_asked_again(tmp_path):
+    a = CompletionRequest("Q: a?\nA: Let's think step by step.", 0, 0.0, 8)
+    b = CompletionRequest("Q: b?\nA: Let's think step by step.", 0, 0.0, 8)
+    key_a, key_b = cache_key("e", "m", a), cache_key("e", "m", b)
+    legacy = tmp_path / "completions.jsonl"
+    # A crash mid-write of the old format left half a line.
+    legacy.write_text(legacy_line(key_a, "e", "m", a, "first") + legacy_line(key_b, "e", "m", b, "second")[:40])
     cache = CompletionCache(tmp_path)
-    cache.put("a" * 64, {"text": "first"})
-    with cache.path.open("a") as f:  # a crash mid-write leaves half a line
-        f.write('{"key":"' + "b" * 64 + '","text":"hal')
-    reopened = CompletionCache(tmp_path)
-    assert reopened.get("a" * 64)["text"] == "first"
-    assert reopened.get("b" * 64) is None
-    reopened.put("c" * 64, {"text": "after crash"})
+    assert cache.get_completion(key_a).text == "first"
+    assert cache.get_completion(key_b) is None and len(cache) == 1
+    assert not legacy.exists() and (tmp_path / "completions.jsonl.migrated").exists()  # kept, not deleted
+    cache.put_completion(key_b, "e", "m", b, Completion("after crash", "stop", 1, 1))
+    cache.close()
     again = CompletionCache(tmp_path)
-    assert again.get("c" * 64)["text"] == "after crash"
-    assert len(again) == 2
-    lines = cache.path.read_text().splitlines()
-    assert json.loads(lines[-1])["key"] == "c" * 64
+    assert again.get_completion(key_b).text == "after crash" and len(again) == 2
 
 
 def test_sampling_temperature():

@@ -22,12 +22,30 @@ class CompletionRequest:
     max_tokens: int
 
 
+class UnreadableResponse(ValueError):
+    """A response, or a cached record, that is not a completion of the expected shape: never stored,
+    asked again within the retry budget."""
+
+
 @dataclass(frozen=True)
 class Completion:
+    """One completion. Constructing it checks the types, so a value of another shape (a list of
+    content parts, an object, a token count that is a string) never reaches the cache."""
+
     text: str
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise UnreadableResponse(f"the completion's text is a {type(self.text).__name__}, not a string")
+        if not isinstance(self.finish_reason, str):
+            raise UnreadableResponse(f"finish_reason is a {type(self.finish_reason).__name__}, not a string")
+        for name in ("prompt_tokens", "completion_tokens"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:  # bool is an int subclass: excluded on purpose
+                raise UnreadableResponse(f"{name} is {type(value).__name__} {str(value)[:20]!r}, not a count")
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@
 It implements /v1/models, /v1/chat/completions, /v1/completions and the Batch API's /v1/files,
 /v1/batches, /v1/batches/{id} and /v1/files/{id}/content. Answers are deterministic functions of
 the request. ``faults`` decides, per request identity and attempt number, whether to answer 429
-(with Retry-After), 500, too slowly, with malformed JSON, or by dropping the connection. Every
-attempt and every successful answer is counted per request identity, server-side.
+(with Retry-After), 500, too slowly, with malformed JSON, or by dropping the connection (FAULTS);
+with a refusal that echoes the key it was sent, as real servers do (REFUSALS); or with valid JSON
+of an unexpected shape (SHAPES). Every attempt and every successful answer is counted per request
+identity, server-side. ``hold_batches`` keeps every batch in progress until it is set.
 """
 
 from __future__ import annotations
@@ -21,6 +23,34 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 FAULTS = ("429", "500", "slow", "malformed", "drop")
+REFUSALS = ("401", "403", "404", "quota")
+# Valid JSON of other shapes: content parts (readable, joined), and four unreadable ones.
+SHAPES = ("content_parts", "content_object", "choices_str", "usage_list", "tokens_str")
+
+
+def reshape(payload: dict, shape: str) -> dict:
+    """``payload`` (a chat completion) in one of the SHAPES."""
+    choice = payload["choices"][0]
+    text = choice["message"]["content"] if "message" in choice else choice["text"]
+    if shape == "content_parts":
+        half = len(text) // 2
+        parts = [{"type": "text", "text": text[:half]}, {"type": "text", "text": text[half:]}]
+        if "message" in choice:
+            choice["message"]["content"] = parts
+        else:
+            choice["text"] = parts  # not a shape the completions API has: unreadable there
+    elif shape == "content_object":
+        if "message" in choice:
+            choice["message"]["content"] = {"value": text}
+        else:
+            choice["text"] = {"value": text}
+    elif shape == "choices_str":
+        payload["choices"] = ["x"]
+    elif shape == "usage_list":
+        payload["usage"] = [1, 2]
+    elif shape == "tokens_str":
+        payload["usage"]["completion_tokens"] = "12"
+    return payload
 
 
 def request_identity(body: dict) -> str:
@@ -44,12 +74,15 @@ class FakeOpenAI:
         slow_seconds: float = 2.0,
         answer: Callable[[str, dict], str] = default_answer,
         batch_polls_before_done: int = 1,
+        hold_batches: threading.Event | None = None,
     ):
         self.latency = latency
         self.faults = faults or (lambda identity, attempt: None)
         self.slow_seconds = slow_seconds
         self.answer = answer
         self.batch_polls_before_done = batch_polls_before_done
+        self.hold_batches = hold_batches
+        self.refusals: list[str] = []  # the text of every refusal sent (they echo the key)
         self.attempts: Counter[str] = Counter()
         self.successes: Counter[str] = Counter()
         self.uploads = 0
@@ -130,7 +163,8 @@ class FakeOpenAI:
                 if self.path.startswith("/v1/batches/"):
                     batch = fake.batches[self.path.rsplit("/", 1)[1]]
                     batch["polls"] += 1
-                    if batch["polls"] > fake.batch_polls_before_done and batch["status"] != "completed":
+                    held = fake.hold_batches is not None and not fake.hold_batches.is_set()
+                    if batch["polls"] > fake.batch_polls_before_done and batch["status"] != "completed" and not held:
                         fake._finish_batch(batch)
                     return self._json(200, fake._batch_view(batch))
                 if self.path.startswith("/v1/files/") and self.path.endswith("/content"):
@@ -157,6 +191,17 @@ class FakeOpenAI:
                     return self._json(429, {"error": {"message": "slow down"}}, {"Retry-After": "0.1"})
                 if fault == "500":
                     return self._json(500, {"error": {"message": "boom"}})
+                if fault in REFUSALS:
+                    key = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                    status, message, code = {
+                        "401": (401, f"Incorrect API key provided: {key}.", "invalid_api_key"),
+                        "403": (403, f"The key {key} may not use this model.", None),
+                        "404": (404, f"The model {body.get('model')!r} does not exist (key {key}).", None),
+                        "quota": (429, f"You exceeded your current quota (key {key}).", "insufficient_quota"),
+                    }[fault]
+                    with fake._lock:
+                        fake.refusals.append(message)
+                    return self._json(status, {"error": {"message": message, "type": "error", "code": code}})
                 if fault == "drop":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -167,7 +212,10 @@ class FakeOpenAI:
                     time.sleep(fake.latency)
                 if fault == "malformed":
                     return self._send(200, b'{"id": "cmpl", "choices": [{"message": ')
-                payload = json.dumps(fake.completion_body(body, chat)).encode()
+                reply = fake.completion_body(body, chat)
+                if fault in SHAPES:
+                    reply = reshape(reply, fault)
+                payload = json.dumps(reply).encode()
                 self._send(200, payload)
                 with fake._lock:
                     fake.successes[identity] += 1

@@ -1,0 +1,145 @@
+"""The Batch API at scale: steps split under the API's limits, submitted under a concurrency limit,
+and every submitted batch resumed by the next run after a kill."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from ftcot.teachers import CompletionCache, CompletionRequest
+from ftcot.teachers.base import TeacherError
+from ftcot.teachers.cache import cache_key
+from ftcot.teachers.openai_compat import OpenAITeacher, split_batches
+from ftcot.teaching import TeachRunStats, resolve
+from ftcot.testing.fake_openai import FakeOpenAI, request_identity
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch):
+    monkeypatch.setenv("FAKE_KEY", "sk-test-not-a-secret")
+
+
+def requests(n: int, tag: str = "q") -> list[CompletionRequest]:
+    return [CompletionRequest(f"Q: {tag} {i}?\nA: Let's think step by step.", 0, 0.0, 8) for i in range(n)]
+
+
+def batch_teacher(server, cache, **kw) -> OpenAITeacher:
+    options = {"api_key_env": "FAKE_KEY", "batch": True, "batch_poll_seconds": 0.05, "batch_ledger": cache.batches}
+    return OpenAITeacher(model="fake", base_url=server.base_url, **(options | kw))
+
+
+def batch_sizes(server: FakeOpenAI) -> list[int]:
+    return [len(server.files[b["input_file_id"]].splitlines()) for b in server.batches.values()]
+
+
+def test_split_batches_respects_both_limits():
+    lines = [(str(i), b"x" * (10 + i % 3)) for i in range(100)]
+    for max_requests, max_bytes in ((7, 10**6), (1000, 100), (5, 40)):
+        batches = split_batches(lines, max_requests, max_bytes)
+        assert [item for batch in batches for item in batch] == lines  # all, in order, once
+        assert all(len(b) <= max_requests and sum(len(x) + 1 for _, x in b) <= max_bytes for b in batches)
+    with pytest.raises(TeacherError, match=r"over teacher\.batch_max_bytes"):
+        split_batches([("k", b"x" * 100)], 10, 50)
+
+
+def test_120000_requests_go_in_batches_of_at_most_50000_and_all_are_collected(tmp_path):
+    with FakeOpenAI() as server:
+        cache = CompletionCache(tmp_path)
+        stats = TeachRunStats()
+        got, _ = resolve(requests(120_000), batch_teacher(server, cache), cache, stats, desc="batch")
+        assert sorted(batch_sizes(server)) == [20_000, 50_000, 50_000]
+        assert stats.requests_sent == 120_000 == len(cache) and len(got) == 120_000
+        assert all(c.text for c in got) and len(cache.batches) == 0  # nothing left pending
+        assert sum(server.successes.values()) == 120_000 == len(server.successes)
+
+
+def test_a_step_is_split_by_bytes_and_batches_run_under_the_concurrency_limit(tmp_path):
+    with FakeOpenAI(batch_polls_before_done=3) as server:
+        cache = CompletionCache(tmp_path)
+        teacher = batch_teacher(server, cache, batch_max_bytes=20_000, batch_concurrency=2)
+        in_flight, peak = [0], [0]
+        original = server._create_batch, server._finish_batch
+
+        def create(body):
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+            return original[0](body)
+
+        def finish(batch):
+            in_flight[0] -= 1
+            return original[1](batch)
+
+        server._create_batch, server._finish_batch = create, finish
+        stats = TeachRunStats()
+        resolve(requests(300), teacher, cache, stats)
+        assert len(server.batches) > 3 and all(
+            len(server.files[b["input_file_id"]]) <= 20_000 for b in server.batches.values()
+        )
+        assert peak[0] == 2 and stats.requests_sent == 300 == len(cache)
+
+
+RUNNER = """
+import sys
+from ftcot.teachers import CompletionCache, CompletionRequest
+from ftcot.teachers.openai_compat import OpenAITeacher
+from ftcot.teaching import TeachRunStats, resolve
+cache = CompletionCache(sys.argv[2])
+teacher = OpenAITeacher("fake", base_url=sys.argv[1], api_key_env="FAKE_KEY", batch=True, batch_poll_seconds=0.05,
+                        batch_max_requests=500, batch_concurrency=2, batch_ledger=cache.batches)
+reqs = [CompletionRequest(f"Q: k {i}?\\nA: Let's think step by step.", 0, 0.0, 8) for i in range(1200)]
+resolve(reqs, teacher, cache, TeachRunStats())
+"""
+
+
+def test_a_run_killed_while_its_batches_are_in_progress_resumes_every_one_of_them(tmp_path):
+    hold = threading.Event()
+    with FakeOpenAI(hold_batches=hold) as server:
+        proc = subprocess.Popen([sys.executable, "-c", RUNNER, server.base_url, str(tmp_path)], env=os.environ.copy())
+        deadline = time.time() + 60
+        while len(server.batches) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the ledger is written right after the batch is created
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert len(server.batches) == 2 and server.uploads == 2  # the third waited for a free slot
+        cache = CompletionCache(tmp_path)
+        assert len(cache.batches) == 2 and len(cache) == 0  # remembered, not collected
+
+        hold.set()
+        teacher = batch_teacher(server, cache, batch_max_requests=500, batch_concurrency=2)
+        stats = TeachRunStats()
+        got, _ = resolve(requests(1200, "k"), teacher, cache, stats)
+        assert server.uploads == 3 and len(server.batches) == 3  # the two resumed, only the last one submitted
+        assert stats.requests_sent == 1200 == len(cache) and len(cache.batches) == 0
+        assert all(count == 1 for count in server.successes.values()) and len(server.successes) == 1200
+        assert all(c.text.startswith(" Reasoning about") for c in got)
+
+
+def test_answers_of_a_resumed_batch_that_this_run_does_not_need_are_kept(tmp_path):
+    hold = threading.Event()
+    with FakeOpenAI(hold_batches=hold) as server:
+        cache = CompletionCache(tmp_path)
+        teacher = batch_teacher(server, cache, batch_max_requests=100)
+        # A run that asked for 100 requests died after submitting; the next one needs only 10 of them.
+        earlier = requests(100)
+        asked = [
+            (teacher._batch_line(k, r), k, r) for r in earlier for k in [cache_key(teacher.endpoint, teacher.model, r)]
+        ]
+        uploaded = server._upload(
+            "multipart/form-data; boundary=b",
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="r.jsonl"\r\n\r\n'
+            + b"\n".join(line for line, _, _ in asked)
+            + b"\n\r\n--b--\r\n",
+        )
+        batch = server._create_batch({"input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions"})
+        cache.batches.record(batch["id"], teacher.endpoint, teacher.model, [(k, r) for _, k, r in asked])
+        hold.set()
+        stats = TeachRunStats()
+        resolve(earlier[:10], teacher, cache, stats)
+        assert server.uploads == 1 and stats.requests_sent == 10
+        assert len(cache) == 100 and len(cache.batches) == 0  # the other 90 paid answers are stored too
+        assert all(server.successes[request_identity(teacher._body(r))] == 1 for r in earlier)
