@@ -6,7 +6,7 @@ fine-tuning, over seeds, and diverse reasoning (D = 1 against D = 8).
 
 For every seed, both synthetic tasks go through the stages' own library calls, in the order and
 with the arguments the stages use (fetch_task, the oracle teacher through teach, filter_rationales,
-build_splits, finetune, then evaluate's reload from the saved folder, generate_greedy,
+build_finetune_sets, finetune, then evaluate's reload from the saved folder, generate_greedy,
 score_predictions and summarize_predictions), with params.yaml's values and only ``seed`` (and,
 for the diversity comparison, ``diversity``) changed. The CPU numerics are pinned first, as every
 stage pins them, so seed 0's numbers are the committed pipeline's.
@@ -41,18 +41,18 @@ import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 from ftcot.config import Params, load_params  # noqa: E402
-from ftcot.evaluation import score_predictions, summarize_predictions  # noqa: E402
-from ftcot.fetching import fetch_task  # noqa: E402
-from ftcot.filtering import filter_rationales  # noqa: E402
-from ftcot.formats import student_prompt  # noqa: E402
-from ftcot.generation import generate_greedy  # noqa: E402
+from ftcot.data.fetching import fetch_task  # noqa: E402
+from ftcot.evaluation.generation import generate_greedy  # noqa: E402
+from ftcot.evaluation.scoring import score_predictions, summarize_predictions  # noqa: E402
 from ftcot.io import default_cache_dir, write_json, write_jsonl  # noqa: E402
-from ftcot.splitting import build_splits  # noqa: E402
-from ftcot.student import is_encoder_decoder, load_model  # noqa: E402
-from ftcot.teachers import CompletionCache  # noqa: E402
-from ftcot.teachers.oracle import OracleTeacher  # noqa: E402
-from ftcot.teaching import teach  # noqa: E402
-from ftcot.training import finetune  # noqa: E402
+from ftcot.student.finetune_sets import build_finetune_sets  # noqa: E402
+from ftcot.student.formats import student_prompt  # noqa: E402
+from ftcot.student.models import is_encoder_decoder, load_model  # noqa: E402
+from ftcot.student.training import finetune  # noqa: E402
+from ftcot.teacher.cache import CompletionCache  # noqa: E402
+from ftcot.teacher.filtering import filter_rationales  # noqa: E402
+from ftcot.teacher.oracle import OracleTeacher  # noqa: E402
+from ftcot.teacher.teaching import teach  # noqa: E402
 
 
 def with_overrides(params: Params, overrides: dict[str, object]) -> Params:
@@ -78,7 +78,7 @@ def prepare_splits(params: Params, task: str) -> dict[str, list[dict]]:
     cache = CompletionCache(default_cache_dir() / "teacher")
     rationales, _ = teach(train, teacher, cache, params.diversity, t.temperature, t.max_tokens)
     kept, _ = filter_rationales(rationales)
-    return build_splits(records, kept, params.split.val_fraction, params.seed)
+    return build_finetune_sets(records, kept, params.split.val_fraction, params.seed)
 
 
 def evaluate_saved(params: Params, variant: str, model_dir: Path, test: list[dict]) -> tuple[dict, list[dict]]:

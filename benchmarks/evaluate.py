@@ -5,7 +5,7 @@
 Same model, same test questions (the default pipeline's coin flip and last letters), same greedy
 settings, side by side in one process:
 
-- ours: ``ftcot.generation.generate_greedy`` — prompts sorted by length, left-padded batches of
+- ours: ``ftcot.evaluation.generation.generate_greedy`` — prompts sorted by length, left-padded batches of
   ``--batch-size``, KV cache, stop at EOS;
 - baseline: ``model.generate`` called once per question (KV cache, stop at EOS, no padding).
 
@@ -25,16 +25,17 @@ import time
 import torch
 
 from ftcot.config import StudentParams
-from ftcot.formats import student_prompt
-from ftcot.generation import generate_greedy
+from ftcot.data.synthetic import generate_records
+from ftcot.data.tasks import get_task
+from ftcot.evaluation.generation import generate_greedy
 from ftcot.io import write_json
-from ftcot.pretrained import resolve_pretrained
-from ftcot.student import load_pretrained
-from ftcot.tasks import generate_records, get_task
-from ftcot.teachers import CompletionCache
-from ftcot.teachers.oracle import OracleTeacher
-from ftcot.teaching import teach
-from ftcot.training import finetune
+from ftcot.student.formats import student_prompt
+from ftcot.student.models import load_pretrained
+from ftcot.student.smollm2 import smollm2_folder
+from ftcot.student.training import finetune
+from ftcot.teacher.cache import CompletionCache
+from ftcot.teacher.oracle import OracleTeacher
+from ftcot.teacher.teaching import teach
 
 
 def questions(n_per_task: int, split: str) -> list[dict]:
@@ -120,7 +121,7 @@ def main() -> None:
     results = {}
     model, tokenizer = tiny_student(device)
     results["tiny_gpt2_ft_cot"] = compare("tiny-gpt2", model, tokenizer, prompts, args.batch_size, args.max_new_tokens)
-    model, tokenizer = load_pretrained(str(resolve_pretrained("smollm2-135m")))
+    model, tokenizer = load_pretrained(str(smollm2_folder("smollm2-135m")))
     model.to(device)
     results["smollm2_135m"] = compare("smollm2-135m", model, tokenizer, prompts, args.batch_size, args.max_new_tokens)
     report = {

@@ -6,7 +6,7 @@ Both train the same model from the same initial weights on the same Fine-tune-Co
 flip and last letters, as the default pipeline makes them), with the same batch size and number
 of steps, through the transformers ``Trainer``:
 
-- ours: ``ftcot.training.train_student`` — dynamic padding, length-grouped batches;
+- ours: ``ftcot.student.training.train_student`` — dynamic padding, length-grouped batches;
 - baseline: every batch padded to ``student.max_length``, random order, no length grouping.
 
 Throughput is real (non-padding) tokens per second; ``speedup`` = ours / baseline, for the tiny
@@ -26,14 +26,15 @@ import torch
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
 from ftcot.config import StudentParams
-from ftcot.formats import student_prompt, student_target
+from ftcot.data.synthetic import generate_records
+from ftcot.data.tasks import get_task
 from ftcot.io import write_json
-from ftcot.student import load_student, wrap_lora
-from ftcot.tasks import generate_records, get_task
-from ftcot.teachers import CompletionCache
-from ftcot.teachers.oracle import OracleTeacher
-from ftcot.teaching import teach
-from ftcot.training import build_dataset, train_student
+from ftcot.student.formats import student_prompt, student_target
+from ftcot.student.models import load_student, wrap_lora
+from ftcot.student.training import build_dataset, train_student
+from ftcot.teacher.cache import CompletionCache
+from ftcot.teacher.oracle import OracleTeacher
+from ftcot.teacher.teaching import teach
 
 REPO = Path(__file__).resolve().parents[1]
 

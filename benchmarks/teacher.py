@@ -34,11 +34,10 @@ import time
 from pathlib import Path
 
 from ftcot.io import write_json
-from ftcot.teachers import CompletionCache, CompletionRequest
-from ftcot.teachers.base import Completion
-from ftcot.teachers.cache import cache_key
-from ftcot.teachers.openai_compat import OpenAITeacher
-from ftcot.teaching import TeachRunStats, resolve
+from ftcot.teacher.base import Completion, CompletionRequest
+from ftcot.teacher.cache import CompletionCache, cache_key
+from ftcot.teacher.openai_compat import OpenAITeacher
+from ftcot.teacher.teaching import TeachRunStats, resolve
 
 LATENCY = 0.1
 REPO = Path(__file__).resolve().parents[1]
@@ -133,8 +132,8 @@ def peak_rss_mb_serving(directory: Path, n: int) -> dict:
     """Peak RSS of a fresh process that opens the cache and reads every completion once."""
     code = f"""
 import sys
-from ftcot.teachers import CompletionCache
-from ftcot.teachers.cache import cache_key
+from ftcot.teacher.cache import CompletionCache
+from ftcot.teacher.cache import cache_key
 sys.path.insert(0, {str(REPO / "benchmarks")!r})
 from teacher import requests_for, rss_mb
 before = rss_mb()["VmRSS"]
@@ -220,8 +219,8 @@ import json, random, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from teacher import rss_mb, store_request, LegacyJsonlStore
-from ftcot.teachers import CompletionCache
-from ftcot.teachers.cache import cache_key
+from ftcot.teacher.cache import CompletionCache
+from ftcot.teacher.cache import cache_key
 kind, directory, n, lookups = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 before = rss_mb()["VmRSS"]
 start = time.perf_counter()
@@ -292,9 +291,10 @@ def probe(kind: str, directory: Path, n: int, lookups: int) -> dict:
 
 APPENDER = """
 import sys, time
-from ftcot.teachers import CompletionCache, CompletionRequest
-from ftcot.teachers.base import Completion
-from ftcot.teachers.cache import cache_key
+from ftcot.teacher.cache import CompletionCache
+from ftcot.teacher.base import CompletionRequest
+from ftcot.teacher.base import Completion
+from ftcot.teacher.cache import cache_key
 directory, worker, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 cache = CompletionCache(directory)
 start = time.perf_counter()

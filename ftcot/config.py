@@ -14,38 +14,31 @@ params.yaml (and to the README's table).
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from ftcot.data.tasks import DEFAULT_TASK_DIR, TASKS, Task, load_tasks
+from ftcot.errors import FtcotError
 from ftcot.redaction import has_credentials, url_without_credentials
-from ftcot.tasks import TASKS
 
-# The built-in students trained from scratch (ftcot.student builds them from student.tiny).
+# The built-in students trained from scratch (ftcot.student.models builds them from student.tiny).
 TINY_STUDENTS = ("tiny-llama", "tiny-gpt2", "tiny-t5")
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
 
 
-class ConfigError(ValueError):
+class ConfigError(FtcotError, ValueError):
     """params.yaml is missing, malformed or names an impossible setting."""
 
 
 class Section(BaseModel):
     # strict: YAML's `true` is not the integer 1, nor "3" the number 3.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class SyntheticTaskParams(Section):
-    """``data.coin_flip`` / ``data.last_letter_concatenation``."""
-
-    source: Literal["generated", "paper"] = Field(
-        "generated",
-        description="'generated': data.num_questions seeded questions; 'paper': Kojima et al.'s 500-question file.",
-    )
 
 
 class HubParams(Section):
@@ -55,26 +48,47 @@ class HubParams(Section):
     name: str | None = Field(None, description="Configuration name, e.g. main.")
 
 
-class FileTaskParams(Section):
-    """``data.gsm8k`` / ``data.commonsense_qa``: the public files, or the Hub."""
-
-    source: Literal["files", "hub"] = Field("files", description="'files': upstream files (or mirror); 'hub'.")
-    hub: HubParams | None = Field(None, description="Hub source; defaults to the task's usual Hub id.")
+def _camel(key: str) -> str:
+    return "".join(part.capitalize() for part in key.split("_"))
 
 
-class AquaParams(FileTaskParams):
-    """``data.aqua``: the paper samples 10,000 train questions from AQuA-RAT's train.json."""
+def task_options_model(task: Task) -> type[Section] | None:
+    """``data.<task>``: the choices a task file offers, or None for a task that offers none.
 
-    train_file: Literal["train", "dev"] = Field(
-        "train", description="'train': AQuA/train.json (paper); 'dev': the 254-question dev.json, a reduced source."
-    )
-    train_size: int = Field(10000, ge=1, description="Train questions sampled (seeded) from train_file.")
+    - ``source``, when the file names several sources (the first is the default);
+    - ``hub``, when one of them is a Hugging Face dataset (another id or folder for it);
+    - ``train_file`` and ``train_size``, when train questions are sampled from a pool.
+    """
+    fields: dict = {}
+    names = list(task.sources)
+    if len(names) > 1:
+        described = "; ".join(f"'{n}': {task.sources[n].description or task.sources[n].kind}" for n in names)
+        fields["source"] = (Literal[tuple(names)], Field(names[0], description=described))
+    if task.has_hub:
+        fields["hub"] = (HubParams | None, Field(None, description="Hub source; defaults to the task file's Hub id."))
+    split = task.spec.split
+    if split.train_pools:
+        pools = split.train_pools
+        fields["train_file"] = (
+            Literal[tuple(pools)],
+            Field(pools[0], description=f"The role train questions are sampled from: {', '.join(pools)}."),
+        )
+    if split.train_sample is not None:
+        fields["train_size"] = (
+            int,
+            Field(split.train_sample, ge=1, description="Train questions sampled (seeded) from the pool."),
+        )
+    if not fields:
+        return None
+    return create_model(f"{_camel(task.key)}Options", __base__=Section, __doc__=f"``data.{task.key}``", **fields)
 
 
-class DataParams(Section):
-    """``data``: which tasks to build and how (stage ``fetch``)."""
+class DataSection(Section):
+    """``data``: which tasks to build and how (stage ``fetch``). The per-task sections
+    (``data.<task>``) are made from the task files: see :func:`data_params_model`."""
 
     tasks: list[str] = Field(min_length=1, description="Task keys to run, e.g. [gsm8k, coin_flip].")
+    task_dir: str = Field(DEFAULT_TASK_DIR, description="The project's own task files (<key>.yaml).")
     mirror: str | None = Field(
         None, description="Local folder laid out like the upstream paths; else $FTCOT_DATA_MIRROR, else download."
     )
@@ -85,21 +99,43 @@ class DataParams(Section):
     )
     max_train: int | None = Field(None, ge=1, description="Cap on train questions per task (seeded subsample).")
     max_test: int | None = Field(None, ge=1, description="Cap on test questions per task (seeded subsample).")
-    coin_flip: SyntheticTaskParams = SyntheticTaskParams()
-    last_letter_concatenation: SyntheticTaskParams = SyntheticTaskParams()
-    gsm8k: FileTaskParams = FileTaskParams()
-    commonsense_qa: FileTaskParams = FileTaskParams()
-    aqua: AquaParams = AquaParams()
+
+    def task_options(self, key: str) -> Section | None:
+        """``data.<key>``, or None for a task without options."""
+        return getattr(self, key, None)
+
+    known_tasks: ClassVar[tuple[str, ...]] = tuple(TASKS)
 
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, tasks: list[str]) -> list[str]:
-        unknown = [t for t in tasks if t not in TASKS]
+        unknown = [t for t in tasks if t not in cls.known_tasks]
         if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; known tasks: {sorted(TASKS)}")
+            raise ValueError(f"unknown task(s) {unknown}; known tasks: {sorted(cls.known_tasks)}")
         if len(set(tasks)) != len(tasks):
             raise ValueError(f"tasks are listed twice: {tasks}")
         return tasks
+
+
+_DATA_MODELS: dict[tuple, type[DataSection]] = {}
+
+
+def data_params_model(tasks: dict[str, Task]) -> type[DataSection]:
+    """The ``data`` section for these tasks (built-in and a project's own), made once per set of task files."""
+    signature = tuple((key, task.path, task.spec.model_dump_json()) for key, task in tasks.items())
+    if signature not in _DATA_MODELS:
+        fields = {}
+        for key, task in tasks.items():
+            options = task_options_model(task)
+            if options is not None:
+                fields[key] = (options, options())
+        model = create_model("DataParams", __base__=DataSection, **fields)
+        model.known_tasks = tuple(tasks)
+        _DATA_MODELS[signature] = model
+    return _DATA_MODELS[signature]
+
+
+DataParams = data_params_model(TASKS)  # the built-in tasks' section: documentation and library callers
 
 
 class OracleParams(Section):
@@ -294,8 +330,8 @@ class ReportParams(Section):
     num_samples: int = Field(2, ge=0, description="Sample rationales shown per task.")
 
 
-class Params(Section):
-    """The whole of params.yaml."""
+class ParamsBase(Section):
+    """The whole of params.yaml (its ``data`` section made for the tasks at hand: :func:`params_model`)."""
 
     seed: int = Field(0, ge=0, description="Seed of the data, the teacher's sampling and the splits.")
     seeds: list[int] = Field(
@@ -305,7 +341,7 @@ class Params(Section):
         "the report gives the mean and sd over seeds.",
     )
     diversity: int = Field(1, ge=1, description="Rationales sampled per train question.")
-    data: DataParams
+    data: DataSection
     teacher: TeacherParams = TeacherParams()
     split: SplitParams = SplitParams()
     student: StudentParams = StudentParams()
@@ -321,7 +357,7 @@ class Params(Section):
         return seeds
 
     @model_validator(mode="after")
-    def _lora_needs_pretrained(self) -> Params:
+    def _lora_needs_pretrained(self) -> ParamsBase:
         # Adapters on frozen random weights learn next to nothing (Last Letters: 0% parse rate,
         # every completion cut at the limit). The library still allows it, for cheap tests.
         if self.student.method == "lora" and self.student.model in TINY_STUDENTS:
@@ -333,13 +369,26 @@ class Params(Section):
         return self
 
     @model_validator(mode="after")
-    def _prompting_needs_pretrained(self) -> Params:
+    def _prompting_needs_pretrained(self) -> ParamsBase:
         if self.methods.prompting and self.student.model in TINY_STUDENTS:
             raise ValueError(
                 f"methods.prompting {self.methods.prompting} needs a pretrained student, but student.model "
                 f"is {self.student.model!r} (trained from scratch); use e.g. smollm2-135m, or prompting: []"
             )
         return self
+
+
+@functools.cache
+def _params_model(data_model: type[DataSection]) -> type[ParamsBase]:
+    return create_model("Params", __base__=ParamsBase, data=(data_model, ...))
+
+
+def params_model(tasks: dict[str, Task]) -> type[ParamsBase]:
+    """params.yaml's model for these tasks: ``data.<task>`` sections for those that have options."""
+    return _params_model(data_params_model(tasks))
+
+
+Params = params_model(TASKS)  # for the built-in tasks: documentation, library callers and tests
 
 
 def _format_error(path: Path, err: ValidationError) -> str:
@@ -373,31 +422,42 @@ def leaf_keys(model: type[Section] = Params, prefix: str = "") -> list[str]:
     return keys
 
 
-def missing_keys(raw: dict, model: type[Section] = Params, prefix: str = "") -> list[str]:
+def missing_keys(
+    raw: dict, model: type[Section] = Params, prefix: str = "", optional: frozenset[str] = frozenset()
+) -> list[str]:
     """Keys of ``model`` absent from ``raw`` (sections that are present but not mappings are
-    left to validation, which names them)."""
+    left to validation, which names them). ``optional``: sections that may be left out whole."""
     missing = []
     for name, field in model.model_fields.items():
+        if name not in raw and f"{prefix}{name}" in optional:
+            continue
         if name not in raw:
             missing.append(f"{prefix}{name}")
         elif _is_section(field.annotation) and isinstance(raw[name], dict):
-            missing += missing_keys(raw[name], field.annotation, f"{prefix}{name}.")
+            missing += missing_keys(raw[name], field.annotation, f"{prefix}{name}.", optional)
     return missing
 
 
-def parse_params(raw: object, path: Path = DEFAULT_PARAMS_PATH, complete: bool = False) -> Params:
+def parse_params(raw: object, path: Path = DEFAULT_PARAMS_PATH, complete: bool = False) -> ParamsBase:
     """Validates an already-loaded params mapping; errors name ``path`` and the key.
 
-    ``complete``: every key must be present (what :func:`load_params` asks of params.yaml), so
-    that deleting a key is an error rather than a silent switch to a default.
+    The tasks are the built-in ones and those of ``data.task_dir`` (a task file that does not follow
+    the schema is an error naming it). ``complete``: every key must be present (what
+    :func:`load_params` asks of params.yaml), so that deleting a key is an error rather than a
+    silent switch to a default; a project task's own section (``data.<task>``) may be left out.
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    data = raw.get("data")
+    task_dir = data.get("task_dir", DEFAULT_TASK_DIR) if isinstance(data, dict) else DEFAULT_TASK_DIR
+    tasks = load_tasks(task_dir if isinstance(task_dir, str) else DEFAULT_TASK_DIR)
+    model = params_model(tasks)
     try:
-        params = Params.model_validate(raw)
+        params = model.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_error(path, err)) from None
-    missing = missing_keys(raw) if complete else []
+    own_sections = frozenset(f"data.{k}" for k, t in tasks.items() if not t.builtin)
+    missing = missing_keys(raw, model, optional=own_sections) if complete else []
     if missing:
         lines = [f"{path}: missing key(s); params.yaml must set every parameter (see README, Parameters):"]
         lines += [f"  {key}: missing" for key in missing]
@@ -405,7 +465,7 @@ def parse_params(raw: object, path: Path = DEFAULT_PARAMS_PATH, complete: bool =
     return params
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS_PATH) -> Params:
+def load_params(path: str | Path = DEFAULT_PARAMS_PATH) -> ParamsBase:
     """Reads and validates params.yaml."""
     path = Path(path)
     try:

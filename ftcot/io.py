@@ -11,6 +11,8 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ftcot.errors import FtcotError
+
 
 def default_cache_dir() -> Path:
     """Where downloads and teacher completions persist: ``$FTCOT_CACHE_DIR`` if set, else
@@ -19,7 +21,7 @@ def default_cache_dir() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "finetune-cot"
 
 
-class DataError(ValueError):
+class DataError(FtcotError, ValueError):
     """An input file is missing, malformed or lacks a field; the message names file and line."""
 
 

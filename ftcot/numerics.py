@@ -30,6 +30,8 @@ import os
 import sys
 from pathlib import Path
 
+from ftcot.errors import FtcotError
+
 log = logging.getLogger("ftcot")
 
 PORTABLE_ENV = {
@@ -40,7 +42,7 @@ PORTABLE_ENV = {
 DEFAULT_THREADS = 2
 
 
-class NumericsError(RuntimeError):
+class NumericsError(FtcotError, RuntimeError):
     """The pinning came too late: a tensor operation ran before it."""
 
 

@@ -7,8 +7,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from ftcot.config import ConfigError
-from ftcot.io import DataError
+from ftcot.errors import FtcotError
 from ftcot.lifecycle import end_with_parent
 from ftcot.numerics import NumericsError, pin_cpu_numerics, pin_environment
 from ftcot.redaction import install_log_redaction, redact
@@ -21,11 +20,10 @@ except NumericsError:
 
 log = logging.getLogger("ftcot")
 
-# Errors that are the user's to fix: shown as one clear message, without a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, NumericsError)
 
-
-def run_stage(main: Callable[[], None], *user_errors: type[BaseException]) -> None:
+def run_stage(main: Callable[[], None]) -> None:
+    """Runs a stage's ``main``: an error the user can fix (:class:`FtcotError`) ends it with its
+    message alone and exit 2; any other exception is a bug and shows its traceback (exit 1)."""
     end_with_parent()  # no orphans: a stage ends when dvc (or whoever launched it) dies
     # Our lines at INFO; the libraries' only from WARNING (no line per HTTP request from the
     # OpenAI client, no notices a user cannot act on).
@@ -36,7 +34,7 @@ def run_stage(main: Callable[[], None], *user_errors: type[BaseException]) -> No
     try:
         log.debug("numerics: %s", pin_cpu_numerics())
         main()
-    except (*USER_ERRORS, *user_errors) as err:
+    except FtcotError as err:
         print(redact(f"error: {err}"), file=sys.stderr)
         sys.exit(2)
 

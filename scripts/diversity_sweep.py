@@ -25,11 +25,12 @@ import json
 import subprocess
 import sys
 
+from ftcot import paths
 from ftcot.config import ConfigError, load_params
 from ftcot.io import write_json
-from ftcot.sweep import diversity_points, sweep_fingerprint
+from ftcot.report.sweep import diversity_points, sweep_fingerprint
 
-OUT = "metrics/diversity.json"
+OUT = paths.DIVERSITY_SWEEP
 
 
 def dvc(*args: str, capture: bool = False) -> str:

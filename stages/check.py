@@ -1,4 +1,4 @@
-"""Stage check: validate the whole of params.yaml before any other stage runs.
+"""Stage check: validate the whole of params.yaml, and every task file, before any other stage runs.
 
     python stages/check.py --out data/params.checked
 
@@ -6,7 +6,10 @@ Every other stage depends on this stage's output, so `dvc repro` and `dvc exp ru
 It depends on params.yaml as a file (not on single keys), so any edit of the file, an unknown or
 misspelt key included, reruns it, and a bad file stops the pipeline here with a message naming
 the key, even when no other stage would have rerun. Its output is the same text whatever the
-parameters are, so a valid edit reruns only the stages whose own parameters changed.
+parameters are, so a valid edit reruns only the stages whose own parameters changed. It also
+depends on the task files (the built-in ones and data.task_dir's), which the parameters are
+checked against: a task file that does not follow the schema stops the run here, naming the file
+and the key.
 """
 
 import argparse

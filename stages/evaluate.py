@@ -15,19 +15,18 @@ import torch
 from transformers import AutoTokenizer
 
 from ftcot.config import load_params
-from ftcot.evaluation import (
-    EvaluationError,
+from ftcot.evaluation.generation import generate_greedy, generate_samples
+from ftcot.evaluation.scoring import (
     describe_metrics,
     read_test_set,
     score_predictions,
     summarize_predictions,
 )
-from ftcot.formats import student_prompt
-from ftcot.generation import generate_greedy, generate_samples
 from ftcot.io import write_json, write_jsonl
 from ftcot.methods import FINETUNE_METHODS
 from ftcot.stage import log, run_stage
-from ftcot.student import is_encoder_decoder, load_model
+from ftcot.student.formats import student_prompt
+from ftcot.student.models import is_encoder_decoder, load_model
 
 
 def main() -> None:
@@ -69,4 +68,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, EvaluationError)
+    run_stage(main)

@@ -10,7 +10,7 @@ SHA-256 sums.
 import argparse
 
 from ftcot.config import load_params
-from ftcot.fetching import fetch_task
+from ftcot.data.fetching import fetch_task
 from ftcot.io import default_cache_dir, write_json, write_jsonl
 from ftcot.stage import log, run_stage
 
@@ -37,4 +37,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, KeyError)
+    run_stage(main)

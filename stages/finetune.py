@@ -34,14 +34,13 @@ import os
 import shutil
 from contextlib import nullcontext
 
-from ftcot.checkpoints import CheckpointsInUseError, checkpoint_folder, claimed, remove_stale_checkpoints
 from ftcot.config import load_params
 from ftcot.io import read_jsonl, write_json
 from ftcot.methods import FINETUNE_METHODS
 from ftcot.numerics import device_description
 from ftcot.stage import log, run_stage
-from ftcot.student import StudentLoadError
-from ftcot.training import EmptyTrainingSetError, checkpoint_key, finetune
+from ftcot.student.checkpoints import checkpoint_folder, claimed, remove_stale_checkpoints
+from ftcot.student.training import checkpoint_key, finetune
 
 FIELDS = ("id", "question_id", "question", "answer", "rationale")
 
@@ -72,7 +71,7 @@ def main() -> None:
         if any(checkpoints.glob("checkpoint-*")):
             log.info("resuming from the checkpoints in %s", checkpoints)
         shutil.rmtree(args.live, ignore_errors=True)  # curves of this run only (a resume writes them all again)
-        metrics, _ = finetune(
+        metrics, curve = finetune(
             train, val, args.variant, params.student, args.seed, args.out, args.task, checkpoints, args.live
         )
         if not rank0:
@@ -80,7 +79,8 @@ def main() -> None:
         shutil.rmtree(checkpoints, ignore_errors=True)
         # Again at the end: a run of other inputs may have been interrupted while this one trained.
         remove_stale_checkpoints(checkpoints)
-    write_json(args.metrics, {**metrics, "seed": args.seed, "device": device_description()})
+    # The curves beside the metrics: what the report draws (DVCLive's files serve `dvc plots`).
+    write_json(args.metrics, {**metrics, "curve": curve, "seed": args.seed, "device": device_description()})
     if metrics["truncated_train"]:
         log.warning(
             "%d training examples were cut at student.max_length=%d",
@@ -99,4 +99,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, EmptyTrainingSetError, StudentLoadError, CheckpointsInUseError)
+    run_stage(main)

@@ -15,8 +15,8 @@ import argparse
 import torch
 
 from ftcot.config import load_params
-from ftcot.evaluation import (
-    EvaluationError,
+from ftcot.evaluation.prompting import run_prompting, select_exemplars
+from ftcot.evaluation.scoring import (
     describe_metrics,
     read_test_set,
     score_predictions,
@@ -24,9 +24,8 @@ from ftcot.evaluation import (
 )
 from ftcot.io import read_jsonl, write_json, write_jsonl
 from ftcot.methods import PROMPTING_METHODS
-from ftcot.prompting import PromptingError, run_prompting, select_exemplars
 from ftcot.stage import log, run_stage
-from ftcot.student import StudentLoadError, load_named_pretrained
+from ftcot.student.models import load_pretrained
 
 
 def main() -> None:
@@ -44,7 +43,7 @@ def main() -> None:
     if args.method == "few_shot_cot":
         examples = read_jsonl(args.examples, required=("id", "question_id", "question", "answer", "rationale"))
         exemplars = select_exemplars(examples, params.evaluate.few_shot_k, params.seed)
-    model, tokenizer = load_named_pretrained(params.student.model)
+    model, tokenizer = load_pretrained(params.student.model)
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     generations = run_prompting(
         args.method,
@@ -63,4 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, EvaluationError, PromptingError, StudentLoadError)
+    run_stage(main)

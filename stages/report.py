@@ -1,16 +1,13 @@
 """Stage report: the paper's table and everything around it.
 
-    python stages/report.py --teach-metrics metrics/teach --filter-metrics metrics/filter \
-        --eval-metrics metrics/evaluate --teach data/teach --predictions data/evaluate \
-        --split data/split --curves curves --diversity metrics/diversity.json \
-        --summary metrics/summary.json --headline metrics/headline.json \
-        --finetune-metrics metrics/finetune --out-dir report
+    python stages/report.py
 
-Writes metrics/summary.json (every number of the report, and what produced the run: code,
-resolved params, packages, devices, seeds, teacher), metrics/headline.json (the compact numbers
-`dvc metrics diff` and `dvc exp show` compare) and, in the output folder, report.md,
-report.html (self-contained: images inline), accuracy.png (a bar chart per task),
-curves_<task>.png (training curves), diversity.png (when a sweep is recorded) and
+Reads the outputs of the other stages where ftcot/paths.py says they are (the same paths as in
+dvc.yaml), and writes metrics/summary.json (every number of the report, and what produced the run:
+code, resolved params, packages, devices, seeds, teacher), metrics/headline.json (the compact
+numbers `dvc metrics diff` and `dvc exp show` compare) and, in report/, report.md, report.html
+(self-contained: images inline), accuracy.png (a bar chart per task), curves_<task>.png (training
+curves, from the finetune stage's metrics), diversity.png (when a sweep is recorded) and
 accuracy.json (the rows of `dvc plots`). Every method listed in params.yaml `methods` must have
 been evaluated, on exactly the task's test set.
 """
@@ -19,94 +16,85 @@ import argparse
 import shutil
 from pathlib import Path
 
+from ftcot import paths
 from ftcot.config import load_params
-from ftcot.evaluation import EvaluationError, check_predictions_file, summarize_predictions
-from ftcot.filtering import judge_rationales
-from ftcot.io import DataError, read_json, read_jsonl, write_json
+from ftcot.evaluation.scoring import check_predictions_file, summarize_predictions
+from ftcot.io import read_json, read_jsonl, write_json
+from ftcot.paths import evaluation_run, path
 from ftcot.provenance import run_metadata
-from ftcot.report import (
-    ReportError,
-    accuracy_rows,
-    build_summary,
-    combine_seeds,
-    headline,
-    plot_accuracy,
-    plot_diversity,
-    plot_training_curves,
-    read_curve,
-    render_html,
-    render_markdown,
-)
+from ftcot.report.document import render_html, render_markdown
+from ftcot.report.figures import plot_accuracy, plot_diversity, plot_training_curves
+from ftcot.report.summary import ReportError, accuracy_rows, build_summary, combine_seeds, headline
+from ftcot.report.sweep import stale_reason
 from ftcot.stage import log, run_stage
-from ftcot.sweep import stale_reason
-from ftcot.tasks import get_task
-
-CURVE_KEYS = ("train/loss", "eval/loss", "eval/accuracy")
+from ftcot.teacher.filtering import judge_rationales
 
 
-def _read_metrics(path: Path, why: str) -> dict:
-    if not path.is_file():
-        raise ReportError(f"{path}: missing ({why}); run `dvc repro` to produce it")
-    return read_json(path)
+def _read_metrics(file: Path, why: str) -> dict:
+    if not file.is_file():
+        raise ReportError(f"{file}: missing ({why}); run `dvc repro` to produce it")
+    return read_json(file)
 
 
-def _curves(curves_dir: Path, task: str, methods: list[str], seeds: list[int]) -> dict:
-    found = {}
-    for method in methods:
-        for seed in seeds:
-            root = curves_dir / task / method / f"seed{seed}" / "plots" / "metrics"
-            found[method, seed] = {
-                k: read_curve(root / f"{k}.tsv") for k in CURVE_KEYS if (root / f"{k}.tsv").is_file()
-            }
-    return {key: c for key, c in found.items() if c}
+def _curves(trained: dict) -> dict[str, list[tuple[float, float]]]:
+    """The training curves a finetune stage recorded: train and validation loss, validation accuracy."""
+    curve = trained.get("curve", [])
+    curves = {
+        "train/loss": [(row["step"], row["loss"]) for row in curve if "loss" in row],
+        "eval/loss": [(row["step"], row["eval_loss"]) for row in curve if "eval_loss" in row],
+        "eval/accuracy": [(row["step"], row["accuracy"]) for row in trained.get("val_accuracy_by_epoch", [])],
+    }
+    return {k: v for k, v in curves.items() if v}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name in ("teach-metrics", "filter-metrics", "eval-metrics", "teach", "predictions", "split", "curves"):
-        parser.add_argument(f"--{name}", required=True, type=Path)
-    parser.add_argument("--diversity", required=True, type=Path, help="recorded sweep (scripts/diversity_sweep.py)")
-    parser.add_argument("--summary", required=True)
-    parser.add_argument("--headline", required=True, help="the compact metrics file (dvc metrics)")
-    parser.add_argument("--finetune-metrics", required=True, type=Path, help="where each student trained")
-    parser.add_argument("--out-dir", required=True, type=Path)
-    args = parser.parse_args()
+    parser.parse_args()
 
     params = load_params()
     tasks = params.data.tasks
     seeds = params.seeds
     methods = [*params.methods.prompting, *params.methods.finetune]
-    teach_metrics = {t: _read_metrics(args.teach_metrics / f"{t}.json", "stage teach") for t in tasks}
-    filter_metrics = {t: _read_metrics(args.filter_metrics / f"{t}.json", "stage filter") for t in tasks}
+    teach_metrics = {t: _read_metrics(path(paths.TEACH_METRICS, task=t), "stage teach") for t in tasks}
+    filter_metrics = {t: _read_metrics(path(paths.FILTER_METRICS, task=t), "stage filter") for t in tasks}
     k = params.report.num_samples
     teacher_samples, student_samples = {}, {}
     eval_metrics: dict[str, dict[str, dict]] = {t: {} for t in tasks}
     devices: dict[str, str] = {}
+    answer_types: dict[str, str] = {}
+    curves: dict[str, dict] = {t: {} for t in tasks}
     for t in tasks:
-        test = read_jsonl(args.split / t / "test.jsonl", required=("id",))
+        test_path = path(paths.FINETUNE_SET, task=t, name="test")
+        test = read_jsonl(test_path, required=("id", "answer_type"))
+        if not test:
+            raise ReportError(f"{test_path}: the test set is empty")
+        answer_types[t] = test[0]["answer_type"]  # from the data: the report does not read task files
         predictions = {}
         for m in methods:
-            # Fine-tuned students: one file per seed; the prompting baselines have no training seed.
-            names = [f"{m}/seed{s}" for s in seeds] if m in params.methods.finetune else [m]
-            per_file = {}
-            for name in names:
-                path = args.predictions / t / f"{name}.jsonl"
-                per_file[name] = read_jsonl(path, required=("id", "correct", "prediction", "generated"))
-                check_predictions_file(per_file[name], test, str(path))
+            # Fine-tuned students: one evaluation per seed; the prompting baselines have no training seed.
+            finetuned = m in params.methods.finetune
+            runs = [evaluation_run(m, s) for s in seeds] if finetuned else [evaluation_run(m)]
+            per_run = {}
+            for run in runs:
+                predictions_path = path(paths.PREDICTIONS, task=t, run=run)
+                per_run[run] = read_jsonl(predictions_path, required=("id", "correct", "prediction", "generated"))
+                check_predictions_file(per_run[run], test, str(predictions_path))
             found = {
-                name: _read_metrics(args.eval_metrics / t / f"{name}.json", f"method {m} in params.yaml methods")
-                for name in names
+                run: _read_metrics(path(paths.EVAL_METRICS, task=t, run=run), f"method {m} in params.yaml methods")
+                for run in runs
             }
-            if m in params.methods.finetune:
-                pooled = summarize_predictions([p for name in names for p in per_file[name]])
+            if finetuned:
+                pooled = summarize_predictions([p for run in runs for p in per_run[run]])
                 eval_metrics[t][m] = combine_seeds(dict(zip(seeds, found.values(), strict=True)), pooled)
                 for s in seeds:
-                    trained = _read_metrics(args.finetune_metrics / t / m / f"seed{s}.json", "stage finetune")
+                    trained = _read_metrics(path(paths.FINETUNE_METRICS, task=t, variant=m, seed=s), "stage finetune")
                     devices[f"{t}/{m}/seed{s}"] = trained.get("device", "not recorded")
+                    if found_curves := _curves(trained):
+                        curves[t][m, s] = found_curves
             else:
-                eval_metrics[t][m] = found[m]
-            predictions[m] = per_file[names[0]]  # the samples shown: the first seed's student
-        judged = judge_rationales(read_jsonl(args.teach / f"{t}.jsonl"))
+                eval_metrics[t][m] = found[runs[0]]
+            predictions[m] = per_run[runs[0]]  # the samples shown: the first seed's student
+        judged = judge_rationales(read_jsonl(path(paths.TAUGHT, task=t)))
         teacher_samples[t] = {
             "kept": [r for r in judged if r["correct"]][:k],
             "dropped": [r for r in judged if not r["correct"]][:k],
@@ -124,30 +112,29 @@ def main() -> None:
         "self_consistency_samples": params.evaluate.samples,
         "seeds": seeds,
     }
-    answer_types = {t: get_task(t).answer_type for t in tasks}
     summary = build_summary(tasks, answer_types, teach_metrics, filter_metrics, eval_metrics, setup)
     summary["run"] = run_metadata(Path.cwd(), params.model_dump(mode="json"), devices)
-    write_json(args.summary, summary)
-    write_json(args.headline, headline(summary))
+    write_json(paths.SUMMARY, summary)
+    write_json(paths.HEADLINE, headline(summary))
 
-    out = args.out_dir
+    out = Path(paths.REPORT_DIR)
     shutil.rmtree(out, ignore_errors=True)  # no figure of a task that is no longer run
     out.mkdir(parents=True)
     figures = {"accuracy": "accuracy.png"}
     plot_accuracy(summary, out / figures["accuracy"])
     for t in tasks:
-        curves = _curves(args.curves, t, list(params.methods.finetune), seeds)
-        if curves:
+        if curves[t]:
             figures[f"curves/{t}"] = f"curves_{t}.png"
-            plot_training_curves(t, curves, out / figures[f"curves/{t}"])
-    recorded = read_json(args.diversity) if args.diversity.is_file() else {}
+            plot_training_curves(t, curves[t], out / figures[f"curves/{t}"])
+    sweep_file = Path(paths.DIVERSITY_SWEEP)
+    recorded = read_json(sweep_file) if sweep_file.is_file() else {}
     this_run = {t: m["ft_cot"]["accuracy"] for t, m in eval_metrics.items() if "ft_cot" in m}
     sweep_note = None
     if recorded.get("points"):
         reason = stale_reason(recorded, params.model_dump(mode="json"), this_run, params.diversity)
         if reason:
             sweep_note = (
-                f"The recorded sweep (`{args.diversity}`, commit {recorded.get('commit', 'unknown')}) is left out: "
+                f"The recorded sweep (`{sweep_file}`, commit {recorded.get('commit', 'unknown')}) is left out: "
                 f"{reason}. `python scripts/diversity_sweep.py` recomputes it for this configuration."
             )
             log.warning("diversity sweep left out of the report: %s", reason)
@@ -163,4 +150,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, ReportError, EvaluationError, DataError)
+    run_stage(main)

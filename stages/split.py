@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ftcot.config import load_params
 from ftcot.io import read_jsonl, write_jsonl
-from ftcot.splitting import LeakageError, build_splits
 from ftcot.stage import log, run_stage
+from ftcot.student.finetune_sets import build_finetune_sets
 
 
 def main() -> None:
@@ -25,11 +25,11 @@ def main() -> None:
     params = load_params()
     records = read_jsonl(args.records, required=("id", "question", "answer", "answer_type", "split"))
     kept = read_jsonl(args.kept, required=("id", "question_id", "sample_index", "rationale"))
-    splits = build_splits(records, kept, params.split.val_fraction, params.seed)
+    splits = build_finetune_sets(records, kept, params.split.val_fraction, params.seed)
     for name, examples in splits.items():
         write_jsonl(Path(args.out_dir) / f"{name}.jsonl", examples)
     log.info("split sizes: %s", {name: len(v) for name, v in splits.items()})
 
 
 if __name__ == "__main__":
-    run_stage(main, LeakageError, ValueError)
+    run_stage(main)

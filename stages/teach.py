@@ -16,13 +16,12 @@ import json
 from pathlib import Path
 
 from ftcot.config import load_params
-from ftcot.filtering import judge_rationales
 from ftcot.io import default_cache_dir, read_jsonl, write_json, write_jsonl
 from ftcot.stage import log, run_stage
-from ftcot.teachers import CompletionCache
-from ftcot.teachers.base import TeacherError
-from ftcot.teachers.oracle import OracleTeacher, UnsupportedQuestion
-from ftcot.teaching import TeachRunStats, summarize_usage, teach
+from ftcot.teacher.cache import CompletionCache
+from ftcot.teacher.filtering import judge_rationales
+from ftcot.teacher.oracle import OracleTeacher
+from ftcot.teacher.teaching import TeachRunStats, summarize_usage, teach
 
 
 def build_teacher(params, task: str, records: list[dict], cache: CompletionCache):
@@ -30,10 +29,10 @@ def build_teacher(params, task: str, records: list[dict], cache: CompletionCache
     if t.backend == "oracle":
         return OracleTeacher(model=t.model, error_rate=t.oracle.error_rate, seed=params.seed)
     if t.backend == "replay":
-        from ftcot.teachers.replay import ReplayTeacher
+        from ftcot.teacher.replay import ReplayTeacher
 
         return ReplayTeacher(Path(t.replay.dir) / f"{task}.jsonl", records, model=t.model)
-    from ftcot.teachers.openai_compat import OpenAITeacher
+    from ftcot.teacher.openai_compat import OpenAITeacher
 
     return OpenAITeacher(
         model=t.model,
@@ -115,4 +114,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, UnsupportedQuestion, TeacherError)
+    run_stage(main)

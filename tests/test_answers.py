@@ -142,3 +142,35 @@ def test_yes_no_against_gold_with_capitals_and_periods():
 )
 def test_teacher_answer_step_with_its_trigger(text, answer_type, expected):
     assert extract_answer(text, answer_type, "teacher") == expected
+
+
+def test_one_declaration_per_answer_type():
+    from ftcot.answers import ANSWER_TYPES
+
+    for name, kind in ANSWER_TYPES.items():
+        assert kind.name == name and kind.trigger.startswith("Therefore") and 0.0 <= kind.chance <= 1.0
+        assert kind.strict.pattern and kind.flexible.select == "last"
+    assert ANSWER_TYPES["choice_A-E"].chance == 1 / 5 and ANSWER_TYPES["yes_no"].chance == 1 / 2
+    assert ANSWER_TYPES["choice_A-D"].trigger == "Therefore, among A through D, the answer is"
+
+
+def test_text_answers_are_compared_as_squad_does():
+    assert extract_answer(" The Eiffel Tower.\nIt is in Paris.", "text", "teacher") == "eiffel tower"
+    assert is_correct(extract_answer(" the eiffel tower!", "text", "teacher"), "Eiffel Tower", "text")
+    assert not is_correct(extract_answer(" Big Ben", "text", "teacher"), "Eiffel Tower", "text")
+    assert extract_answer(" Paris --> the Louvre", "text", "student") == "louvre"
+    assert extract_answer("", "text", "teacher") is None
+
+
+def test_numbers_with_units_and_tolerances():
+    from ftcot.answers import get_answer_type
+
+    assert extract_answer(" It weighs 3.50 Kilograms.", "number_unit", "teacher") == "3.5 kilogram"
+    assert is_correct("3.5 kilogram", "3.5 kilograms", "number_unit")
+    assert is_correct("3.5", "3.5 kg", "number_unit")  # no unit said: the number decides
+    assert not is_correct("3.5 gram", "3.5 kilograms", "number_unit")
+    assert not is_correct("4 kilogram", "3.5 kilograms", "number_unit")
+    loose = get_answer_type("number", {"tolerance": 0.01})
+    assert is_correct("101", "100", loose) and not is_correct("101", "100", "number")
+    custom = get_answer_type("yes_no", {"trigger": "So, yes or no:"})
+    assert extract_answer("Maybe. So, yes or no: no", custom, "cot") == "no"

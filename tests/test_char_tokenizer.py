@@ -4,16 +4,16 @@ and the tiny Llama student."""
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ftcot.config import StudentParams
-from ftcot.formats import student_prompt
-from ftcot.generation import generate_greedy
-from ftcot.student import (
+from ftcot.evaluation.generation import generate_greedy
+from ftcot.student.formats import student_prompt
+from ftcot.student.models import (
     build_char_tokenizer,
     build_student_tokenizer,
     build_tiny_tokenizer,
     build_word_char_tokenizer,
     load_student,
 )
-from ftcot.training import finetune
+from ftcot.student.training import finetune
 
 QUESTION = 'Take the last letters of each words in "Ashley Bernard Cleo Dina" and concatenate them.'
 CORPUS = [student_prompt(QUESTION) + ' The last letter of "Ashley" is "y". --> ydoa']

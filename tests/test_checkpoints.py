@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ftcot.checkpoints import (
+from ftcot.student.checkpoints import (
     CheckpointsInUseError,
     checkpoint_folder,
     claimed,

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from ftcot.config import parse_params
-from ftcot.fetching import fetch_task
+from ftcot.data.fetching import fetch_task
+from ftcot.data.sources import SOURCE_FILES, SourceFile, fetch_file
+from ftcot.data.tasks import TASKS
 from ftcot.io import DataError
-from ftcot.sources import SOURCE_FILES, SourceFile, fetch_file
-from ftcot.tasks import TASKS
 
 REPO = Path(__file__).resolve().parents[1]
 # The offline mirror of the paper's public files that sits beside the checkout (and in CI).

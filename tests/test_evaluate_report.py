@@ -1,7 +1,7 @@
 import pytest
 
 from ftcot.answers import contains_answer, extract_flexible
-from ftcot.evaluation import (
+from ftcot.evaluation.scoring import (
     EvaluationError,
     accuracy_interval,
     check_predictions_file,
@@ -9,7 +9,7 @@ from ftcot.evaluation import (
     score_predictions,
     summarize_predictions,
 )
-from ftcot.formats import student_prompt, student_target
+from ftcot.student.formats import student_prompt, student_target
 
 TEST = [
     {"id": "a", "question": "Q1", "answer": "yes", "answer_type": "yes_no"},

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ftcot.answers import ANSWER_TYPES
 from ftcot.config import ConfigError, StudentParams, parse_params
-from ftcot.evaluation import majority_vote
-from ftcot.formats import student_prompt
-from ftcot.generation import generate_greedy, generate_samples
-from ftcot.prompts import ANSWER_TRIGGERS
-from ftcot.student import build_tiny_gpt2, build_tiny_tokenizer
-from ftcot.training import finetune
+from ftcot.evaluation.generation import generate_greedy, generate_samples
+from ftcot.evaluation.scoring import majority_vote
+from ftcot.student.formats import student_prompt
+from ftcot.student.models import build_tiny_gpt2, build_tiny_tokenizer
+from ftcot.student.training import finetune
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "vocab_size": 300}
@@ -144,7 +144,7 @@ def test_prompt_stage_runs_the_papers_baselines_on_smollm2(tmp_path):
         assert [p["id"] for p in preds] == ["q0", "q1", "q2"]
         assert not any("\nQ:" in p["generated"] for p in preds)  # cut at the next made-up question
         if method == "zero_shot_cot":
-            assert all(ANSWER_TRIGGERS["yes_no"] in p["generated"] for p in preds)  # the two-step answer
+            assert all(ANSWER_TYPES["yes_no"].trigger in p["generated"] for p in preds)  # the two-step answer
     write_jsonl(tmp_path / "train.jsonl", records(1))
     args = ["--method", "few_shot_cot", "--test", "test.jsonl", "--examples", "train.jsonl"]
     done = run_stage(tmp_path, "prompt", *args, "--predictions", "x.jsonl", "--metrics", "x.json")

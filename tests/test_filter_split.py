@@ -1,11 +1,12 @@
 import pytest
 
-from ftcot.filtering import filter_rationales
-from ftcot.splitting import LeakageError, assert_no_leakage, build_splits
-from ftcot.tasks import generate_records, get_task
-from ftcot.teachers import CompletionCache
-from ftcot.teachers.oracle import OracleTeacher
-from ftcot.teaching import teach
+from ftcot.data.synthetic import generate_records
+from ftcot.data.tasks import get_task
+from ftcot.student.finetune_sets import LeakageError, assert_no_leakage, build_finetune_sets
+from ftcot.teacher.cache import CompletionCache
+from ftcot.teacher.filtering import filter_rationales
+from ftcot.teacher.oracle import OracleTeacher
+from ftcot.teacher.teaching import teach
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def test_filter_counts_unparseable(pipeline_inputs):
 def test_splits_never_leak_test_questions(pipeline_inputs):
     records, rationales = pipeline_inputs
     kept, _ = filter_rationales(rationales)
-    splits = build_splits(records, kept, val_fraction=0.2, seed=0)
+    splits = build_finetune_sets(records, kept, val_fraction=0.2, seed=0)
     test_ids = {r["id"] for r in records if r["split"] == "test"}
     assert {r["question_id"] for r in splits["test"]} == test_ids
     for name in ("train_ft_cot", "val_ft_cot", "train_vanilla", "val_vanilla"):
@@ -51,8 +52,8 @@ def test_splits_never_leak_test_questions(pipeline_inputs):
 def test_vanilla_split_does_not_depend_on_the_teacher(pipeline_inputs):
     records, rationales = pipeline_inputs
     kept, _ = filter_rationales(rationales)
-    a = build_splits(records, kept, 0.2, 0)
-    b = build_splits(records, kept[: len(kept) // 2], 0.2, 0)
+    a = build_finetune_sets(records, kept, 0.2, 0)
+    b = build_finetune_sets(records, kept[: len(kept) // 2], 0.2, 0)
     assert a["train_vanilla"] == b["train_vanilla"] and a["val_vanilla"] == b["val_vanilla"]
     assert a["train_ft_cot"] != b["train_ft_cot"]
 
@@ -72,4 +73,4 @@ def test_kept_rationale_of_a_test_question_is_refused(pipeline_inputs):
     test_q = next(r for r in records if r["split"] == "test")
     smuggled = {**kept[0], "question_id": test_q["id"], "question": test_q["question"]}
     with pytest.raises(LeakageError):
-        build_splits(records, [*kept, smuggled], 0.2, 0)
+        build_finetune_sets(records, [*kept, smuggled], 0.2, 0)

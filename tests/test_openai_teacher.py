@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftcot.tasks import generate_records, get_task
-from ftcot.teachers import CompletionCache, CompletionRequest
-from ftcot.teachers.base import TeacherError
-from ftcot.teachers.openai_compat import OpenAITeacher
-from ftcot.teaching import TeachRunStats, resolve, teach
+from ftcot.data.synthetic import generate_records
+from ftcot.data.tasks import get_task
+from ftcot.teacher.base import CompletionRequest, TeacherError
+from ftcot.teacher.cache import CompletionCache
+from ftcot.teacher.openai_compat import OpenAITeacher
+from ftcot.teacher.teaching import TeachRunStats, resolve, teach
 from ftcot.testing.fake_openai import FAULTS, FakeOpenAI
 
 REPO = Path(__file__).resolve().parents[1]

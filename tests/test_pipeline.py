@@ -191,12 +191,21 @@ def test_code_and_replay_folder_edits_rerun_exactly_the_stages_that_use_them(pro
     def append(p: Path) -> None:
         p.write_text(p.read_text() + "\n# edited\n")
 
-    # The answer triggers: the filter reads the teacher's answer with them.
-    prompts = changed_after("ftcot/prompts.py", append)
-    assert {"filter@coin_flip", "teach@coin_flip", "finetune@coin_flip-ft_cot-0", "report"} <= prompts
-    assert "split@coin_flip" not in prompts and "check" not in prompts
+    # The zero-shot-CoT prompts: only the teacher asks with them (and the report digests all code).
+    prompts = changed_after("ftcot/teacher/prompts.py", append)
+    assert {"teach@coin_flip", "teach@last_letter_concatenation", "report"} <= prompts
+    assert not {s for s in prompts if s.startswith(("check", "fetch@", "filter@", "split@", "finetune@"))}
+    # The answer types (rules, triggers): every stage that reads or scores answers, the teacher's included.
+    answers = changed_after("ftcot/answers.py", append)
+    assert {
+        "fetch@coin_flip",
+        "teach@coin_flip",
+        "filter@coin_flip",
+        "finetune@coin_flip-ft_cot-0",
+        "report",
+    } <= answers
     # The report's rendering retrains nothing.
-    assert changed_after("ftcot/report.py", append) == {"report"}
+    assert changed_after("ftcot/report/document.py", append) == {"report"}
     # Another replay folder is another teacher input.
     replay = changed_after("params.yaml", lambda p: p.write_text(p.read_text().replace("dir: replay", "dir: stages")))
     assert {"teach@coin_flip", "teach@last_letter_concatenation"} <= replay
@@ -325,12 +334,9 @@ def test_report_refuses_predictions_that_do_not_match_the_test_set(project):
     original = path.read_text()
     lines = original.splitlines(keepends=True)
     path.write_text("".join(lines[1:]))  # one test question lost
-    args = ["--teach-metrics", "metrics/teach", "--filter-metrics", "metrics/filter", "--eval-metrics"]
-    args += ["metrics/evaluate", "--teach", "data/teach", "--predictions", "data/evaluate", "--split", "data/split"]
-    args += ["--curves", "curves", "--diversity", "metrics/diversity.json", "--summary", "s.json", "--out-dir", "r"]
-    args += ["--headline", "h.json", "--finetune-metrics", "metrics/finetune"]
+    summary = read(root, "metrics/summary.json")
     try:
-        proc = run([sys.executable, "stages/report.py", *args], root, env, check=False)
+        proc = run([sys.executable, "stages/report.py"], root, env, check=False)
     finally:
         path.write_text(original)
     assert proc.returncode == 2
@@ -338,7 +344,7 @@ def test_report_refuses_predictions_that_do_not_match_the_test_set(project):
         "data/evaluate/coin_flip/vanilla/seed1.jsonl: prediction ids do not match the test set ids: 1 missing"
         in proc.stderr
     )
-    assert not (root / "s.json").exists()
+    assert read(root, "metrics/summary.json") == summary  # stopped before writing anything
 
 
 def test_bad_params_stop_before_any_work(project):
@@ -353,3 +359,66 @@ def test_bad_params_stop_before_any_work(project):
         (root / "params.yaml").write_text(original)
     assert proc.returncode != 0
     assert "teacher.backend" in proc.stderr + proc.stdout
+
+
+CAPITALS = """
+description: Capitals of made-up countries.
+answer_type: text
+source:
+  all: {path: data/capitals.jsonl}
+fields:
+  question: {template: "What is the capital of {country}?"}
+  answer: capital
+"""
+
+
+def test_a_task_of_your_own_runs_from_a_jsonl_file_to_the_report(tmp_path):
+    """No code: a task file, a JSONL file and recorded teacher outputs (the replay backend)."""
+    countries = [(f"Land{i}", f"Town{i}") for i in range(40)]
+    params = tiny_params()
+    params["seeds"] = [0]
+    params["data"]["tasks"] = ["capitals"]
+    params["teacher"].update({"backend": "replay", "model": "recorded"})
+    params["evaluate"]["samples"] = 0
+    root = copy_project(tmp_path / "project", yaml.safe_dump(params, sort_keys=False))
+    (root / "tasks/capitals.yaml").write_text(CAPITALS)
+    (root / "data").mkdir(exist_ok=True)
+    lines = [json.dumps({"country": c, "capital": t}) for c, t in countries]
+    (root / "data/capitals.jsonl").write_text("\n".join(lines) + "\n")
+    # The teacher: right for three questions in four, its answer step a short text.
+    replay = [
+        {
+            "question": f"What is the capital of {c}?",
+            "sample_index": 0,
+            "rationale": f"{c} is a country. Its capital is {t if i % 4 else 'Nowhere'}.",
+            "answer": f" {t if i % 4 else 'Nowhere'}.",
+        }
+        for i, (c, t) in enumerate(countries)
+    ]
+    (root / "replay/capitals.jsonl").write_text("".join(json.dumps(r) + "\n" for r in replay))
+    env = project_env(root)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "a task of my own"], root, env)
+    run(["dvc", "repro"], root, env)
+
+    fetched = [json.loads(line) for line in read(root, "data/fetch/capitals.jsonl").splitlines()]
+    by_id = {r["id"]: r for r in fetched}
+    assert len(fetched) == 40 and by_id["capitals-00"]["question"] == "What is the capital of Land0?"
+    assert {r["answer_type"] for r in fetched} == {"text"}
+    kept = json.loads(read(root, "metrics/filter/capitals.json"))
+    assert kept["rationales"] == 28 and 0.6 < kept["kept_rate"] < 0.9  # the wrong quarter is dropped
+    headline_metrics = json.loads(read(root, "metrics/headline.json"))
+    assert {"ft_cot", "vanilla", "teacher"} <= set(headline_metrics["capitals"])
+    assert headline_metrics["capitals"]["teacher"]["test_accuracy"] == pytest.approx(
+        sum(1 for i, r in enumerate(fetched) if r["split"] == "test" and int(r["id"].split("-")[1]) % 4) / 12
+    )
+    report_md = read(root, "report/report.md")
+    assert "capitals" in report_md and "Fine-tune-CoT" in report_md
+
+    # The task file is a dependency: editing it reruns check and fetch, and nothing whose inputs stay the same.
+    (root / "tasks/capitals.yaml").write_text(CAPITALS.replace("made-up countries", "invented countries"))
+    status = run(["dvc", "status", "--json"], root, env).stdout
+    changed = set(json.loads(status))
+    assert {"check", "fetch@capitals"} <= changed and not any(s.startswith(("teach", "finetune")) for s in changed)
+    again = run(["dvc", "repro"], root, env)
+    assert "Running stage 'fetch@capitals'" in again.stdout and "Running stage 'teach@capitals'" not in again.stdout

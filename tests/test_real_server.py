@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from ftcot.filtering import filter_rationales
-from ftcot.pretrained import resolve_pretrained
-from ftcot.tasks import generate_records, get_task
-from ftcot.teachers import CompletionCache
-from ftcot.teachers.openai_compat import OpenAITeacher
-from ftcot.teaching import summarize_usage, teach
+from ftcot.data.synthetic import generate_records
+from ftcot.data.tasks import get_task
+from ftcot.student.smollm2 import smollm2_folder
+from ftcot.teacher.cache import CompletionCache
+from ftcot.teacher.filtering import filter_rationales
+from ftcot.teacher.openai_compat import OpenAITeacher
+from ftcot.teacher.teaching import summarize_usage, teach
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def smollm2_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("smollm2")
-    model_dir = resolve_pretrained("smollm2-135m", root / "cache")
+    model_dir = smollm2_folder("smollm2-135m", root / "cache")
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf"), "OMP_NUM_THREADS": "2"}
     cli = Path(sys.executable).parent / "transformers"

@@ -2,12 +2,13 @@ import json
 
 import pytest
 
-from ftcot.filtering import filter_rationales
-from ftcot.tasks import generate_records, get_task
-from ftcot.teachers import CompletionCache
-from ftcot.teachers.base import TeacherError
-from ftcot.teachers.replay import ReplayTeacher
-from ftcot.teaching import teach
+from ftcot.data.synthetic import generate_records
+from ftcot.data.tasks import get_task
+from ftcot.teacher.base import TeacherError
+from ftcot.teacher.cache import CompletionCache
+from ftcot.teacher.filtering import filter_rationales
+from ftcot.teacher.replay import ReplayTeacher
+from ftcot.teacher.teaching import teach
 
 
 def test_replay_reproduces_recorded_outputs(tmp_path):

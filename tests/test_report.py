@@ -5,21 +5,12 @@ from pathlib import Path
 import pytest
 
 from ftcot.config import load_params
-from ftcot.evaluation import accuracy_interval, summarize_predictions
+from ftcot.evaluation.scoring import accuracy_interval, summarize_predictions
 from ftcot.provenance import run_metadata
-from ftcot.report import (
-    ReportError,
-    accuracy_rows,
-    build_summary,
-    combine_seeds,
-    headline,
-    plot_accuracy,
-    plot_diversity,
-    plot_training_curves,
-    render_html,
-    render_markdown,
-)
-from ftcot.sweep import diversity_points
+from ftcot.report.document import render_html, render_markdown
+from ftcot.report.figures import plot_accuracy, plot_diversity, plot_training_curves
+from ftcot.report.summary import ReportError, accuracy_rows, build_summary, combine_seeds, headline
+from ftcot.report.sweep import diversity_points
 
 REPO = Path(__file__).resolve().parents[1]
 TEACH = {

@@ -21,8 +21,15 @@ from ftcot.config import OPERATIONAL_KEYS, Params, leaf_keys
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "ftcot"
-# Package data read through importlib.resources: the module that reads it -> the folder.
-RESOURCES = {"ftcot/tasks.py": "ftcot/resources"}
+# Package data read through importlib.resources: the module that reads it -> the file or folder.
+RESOURCES = {"ftcot/data/synthetic.py": "ftcot/data/first_names.txt"}
+# The task files: every stage's load_params validates data.tasks against them, but only `check`
+# (which stops a run on a bad one) and `fetch` (which reads them) depend on them; the other stages'
+# outputs depend on a task only through the records fetch wrote.
+TASK_FILES = ("ftcot/data/builtin_tasks", "${data.task_dir}")
+TASK_FILE_STAGES = {"check", "fetch"}
+# Stages that record a digest of all the code (ftcot.provenance) and so depend on all of it.
+FINGERPRINTING = {"report"}
 PYDANTIC_METHODS = {"model_dump", "model_dump_json", "model_copy"}
 
 
@@ -98,10 +105,6 @@ def code_deps(stage: dict) -> list[str]:
     ]
 
 
-# Stages that record a digest of all the code (ftcot.provenance) and so depend on all of it.
-FINGERPRINTING = {"report"}
-
-
 @pytest.mark.parametrize("name", sorted(stages()))
 def test_stage_deps_cover_the_code_it_runs(name):
     stage = stages()[name]
@@ -136,12 +139,21 @@ def test_fingerprinting_stages_depend_on_all_the_code():
         assert not [d for d in code_deps(stages()[name]) if d not in CODE_PATHS], name
 
 
+def test_check_and_fetch_depend_on_the_task_files_and_no_other_stage_does():
+    for name, stage in stages().items():
+        deps = body(stage).get("deps", [])
+        for task_files in TASK_FILES:
+            listed = any(covers(d, task_files) for d in deps)
+            if name not in FINGERPRINTING:  # those depend on all of the package, task files included
+                assert listed == (name in TASK_FILE_STAGES), (name, task_files)
+
+
 def test_closure_follows_imports_inside_functions():
     # stages/teach.py imports the replay and OpenAI backends inside a function.
     closure = code_closure("stages/teach.py")
-    assert {"ftcot/teachers/replay.py", "ftcot/teachers/openai_compat.py", "ftcot/__init__.py"} <= closure
-    # ... and the answer triggers that the filter reads the teacher's answer with.
-    assert "ftcot/prompts.py" in code_closure("stages/filter.py")
+    assert {"ftcot/teacher/replay.py", "ftcot/teacher/openai_compat.py", "ftcot/__init__.py"} <= closure
+    # ... and the answer types (with their triggers) that the filter reads the teacher's answer with.
+    assert "ftcot/answers.py" in code_closure("stages/filter.py")
 
 
 # ---- parameters -------------------------------------------------------------------------------

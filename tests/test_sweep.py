@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from ftcot.config import load_params
-from ftcot.report import render_markdown
-from ftcot.sweep import flatten, stale_reason, sweep_fingerprint
+from ftcot.report.document import render_markdown
+from ftcot.report.sweep import flatten, stale_reason, sweep_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -3,8 +3,10 @@ import re
 import numpy as np
 import pytest
 
-from ftcot.prompts import ANSWER_TRIGGERS
-from ftcot.tasks import TASKS, generate_records, get_task, split_indices
+from ftcot.answers import ANSWER_TYPES
+from ftcot.data.splits import split_indices
+from ftcot.data.synthetic import generate_records
+from ftcot.data.tasks import TASKS, get_task
 
 
 def test_split_follows_the_paper():
@@ -60,7 +62,7 @@ def test_twelve_tasks_with_their_answer_types():
         "commonsense_qa": "choice_A-E",
         "strategy_qa": "yes_no",
     }
-    assert all(t.answer_type in ANSWER_TRIGGERS for t in TASKS.values())
+    assert all(t.answer_type in ANSWER_TYPES for t in TASKS.values())
 
 
 def test_generated_ids_and_order():

@@ -1,13 +1,13 @@
 import pytest
 
 from ftcot.answers import extract_answer
-from ftcot.prompts import answer_prompt, rationale_prompt
-from ftcot.tasks import generate_records, get_task
-from ftcot.teachers import CompletionCache, CompletionRequest
-from ftcot.teachers.base import Completion
-from ftcot.teachers.cache import cache_key, encode_record
-from ftcot.teachers.oracle import OracleTeacher, UnsupportedQuestion
-from ftcot.teaching import sampling_temperature, teach
+from ftcot.data.synthetic import generate_records
+from ftcot.data.tasks import get_task
+from ftcot.teacher.base import Completion, CompletionRequest
+from ftcot.teacher.cache import CompletionCache, cache_key, encode_record
+from ftcot.teacher.oracle import OracleTeacher, UnsupportedQuestion
+from ftcot.teacher.prompts import rationale_prompt
+from ftcot.teacher.teaching import answer_request, rationale_request, sampling_temperature, teach
 from ftcot.testing.teachers import CountingTeacher
 
 
@@ -25,10 +25,8 @@ def records(task="coin_flip", n=40):
 def test_oracle_without_errors_is_always_right(task):
     teacher = OracleTeacher(error_rate=0.0)
     for r in records(task):
-        rationale = complete_one(teacher, CompletionRequest(rationale_prompt(r["question"]), 0, 0.0, 128)).text
-        answer = complete_one(
-            teacher, CompletionRequest(answer_prompt(r["question"], rationale, r["answer_type"]), 0, 0.0, 32)
-        )
+        rationale = complete_one(teacher, rationale_request(r, 0, 0.0, 128)).text
+        answer = complete_one(teacher, answer_request(r, 0, rationale))
         assert extract_answer(answer.text, r["answer_type"], "teacher") == r["answer"], rationale
 
 
@@ -36,22 +34,21 @@ def test_oracle_without_errors_is_always_right(task):
 def test_oracle_errors_reach_wrong_answers(task):
     teacher = OracleTeacher(error_rate=1.0)
     for r in records(task):
-        rationale = complete_one(teacher, CompletionRequest(rationale_prompt(r["question"]), 0, 0.0, 128)).text
-        answer = complete_one(
-            teacher, CompletionRequest(answer_prompt(r["question"], rationale, r["answer_type"]), 0, 0.0, 32)
-        )
+        rationale = complete_one(teacher, rationale_request(r, 0, 0.0, 128)).text
+        answer = complete_one(teacher, answer_request(r, 0, rationale))
         assert extract_answer(answer.text, r["answer_type"], "teacher") != r["answer"], rationale
 
 
 def test_oracle_samples_differ_by_index():
     teacher = OracleTeacher()
-    prompt = rationale_prompt(records()[0]["question"])
-    texts = {complete_one(teacher, CompletionRequest(prompt, k, 0.7, 128)).text for k in range(8)}
+    texts = {complete_one(teacher, rationale_request(records()[0], k, 0.7, 128)).text for k in range(8)}
     assert len(texts) >= 4
 
 
 def test_oracle_rejects_other_questions():
     with pytest.raises(UnsupportedQuestion, match="only knows"):
+        complete_one(OracleTeacher(), rationale_request({"id": "q", "question": "What is 2 + 2?"}, 0, 0.0, 16))
+    with pytest.raises(UnsupportedQuestion, match="say their question"):  # a bare prompt: nothing to read
         complete_one(OracleTeacher(), CompletionRequest(rationale_prompt("What is 2 + 2?"), 0, 0.0, 16))
 
 

@@ -10,11 +10,10 @@ import time
 
 import pytest
 
-from ftcot.teachers import CompletionCache, CompletionRequest
-from ftcot.teachers.base import TeacherError
-from ftcot.teachers.cache import cache_key
-from ftcot.teachers.openai_compat import OpenAITeacher, split_batches
-from ftcot.teaching import TeachRunStats, resolve
+from ftcot.teacher.base import CompletionRequest, TeacherError
+from ftcot.teacher.cache import CompletionCache, cache_key
+from ftcot.teacher.openai_compat import OpenAITeacher, split_batches
+from ftcot.teacher.teaching import TeachRunStats, resolve
 from ftcot.testing.fake_openai import FakeOpenAI, request_identity
 
 
@@ -84,9 +83,10 @@ def test_a_step_is_split_by_bytes_and_batches_run_under_the_concurrency_limit(tm
 
 RUNNER = """
 import sys
-from ftcot.teachers import CompletionCache, CompletionRequest
-from ftcot.teachers.openai_compat import OpenAITeacher
-from ftcot.teaching import TeachRunStats, resolve
+from ftcot.teacher.cache import CompletionCache
+from ftcot.teacher.base import CompletionRequest
+from ftcot.teacher.openai_compat import OpenAITeacher
+from ftcot.teacher.teaching import TeachRunStats, resolve
 cache = CompletionCache(sys.argv[2])
 teacher = OpenAITeacher("fake", base_url=sys.argv[1], api_key_env="FAKE_KEY", batch=True, batch_poll_seconds=0.05,
                         batch_max_requests=500, batch_concurrency=2, batch_ledger=cache.batches)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from ftcot.tasks import generate_records, get_task
-from ftcot.teachers import CompletionCache, CompletionRequest
-from ftcot.teachers.base import Completion
-from ftcot.teachers.cache import CacheError, cache_key, encode_record, record_checksum
-from ftcot.teaching import TeachRunStats, resolve, teach
+from ftcot.data.synthetic import generate_records
+from ftcot.data.tasks import get_task
+from ftcot.teacher.base import Completion, CompletionRequest
+from ftcot.teacher.cache import CacheError, CompletionCache, cache_key, encode_record, record_checksum
+from ftcot.teacher.teaching import TeachRunStats, resolve, teach
 from ftcot.testing.teachers import CountingTeacher, EchoTeacher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,9 +148,10 @@ def test_the_old_jsonl_cache_with_damaged_lines_is_moved_in(tmp_path, caplog):
 
 APPENDER = """
 import sys
-from ftcot.teachers import CompletionCache, CompletionRequest
-from ftcot.teachers.base import Completion
-from ftcot.teachers.cache import cache_key
+from ftcot.teacher.cache import CompletionCache
+from ftcot.teacher.base import CompletionRequest
+from ftcot.teacher.base import Completion
+from ftcot.teacher.cache import cache_key
 worker, n = int(sys.argv[2]), int(sys.argv[3])
 cache = CompletionCache(sys.argv[1])
 for i in range(n):
@@ -191,7 +192,7 @@ def test_a_claimed_key_is_waited_for_and_taken_over_when_its_owner_gives_it_up(t
 def test_claims_of_a_run_that_died_are_taken_over(tmp_path):
     keys = [cache_key("e", "m", request(i)) for i in range(3)]
     code = (
-        "import os, sys\nfrom ftcot.teachers import CompletionCache\n"
+        "import os, sys\nfrom ftcot.teacher.cache import CompletionCache\n"
         f"c = CompletionCache({str(tmp_path)!r})\nassert len(c.claim({keys!r}).mine) == 3\nos._exit(0)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)  # dies holding its claims, as under kill -9
@@ -207,8 +208,9 @@ def test_a_run_waits_for_answers_another_run_is_asking_for(tmp_path):
     keys = [cache_key("oracle:v1:error_rate=0.0:seed=0", "oracle", r) for r in requests]
     code = f"""
 import sys, time
-from ftcot.teachers import CompletionCache, CompletionRequest
-from ftcot.teachers.base import Completion
+from ftcot.teacher.cache import CompletionCache
+from ftcot.teacher.base import CompletionRequest
+from ftcot.teacher.base import Completion
 c = CompletionCache({str(tmp_path)!r})
 keys = {keys!r}
 assert len(c.claim(keys).mine) == 5

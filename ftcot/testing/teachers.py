@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ftcot.teachers.base import Completion, CompletionRequest
-from ftcot.teachers.oracle import OracleTeacher
+from ftcot.teacher.base import Completion, CompletionRequest
+from ftcot.teacher.oracle import OracleTeacher
 
 
 class CountingTeacher(OracleTeacher):

@@ -1,0 +1,107 @@
+"""The fetch stage's logic: a task's examples from its generator, files or Hugging Face dataset,
+read with its task file's fields, split as in the paper and checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ftcot.answers import get_answer_type
+from ftcot.config import DataSection
+from ftcot.data.readers import iter_rows, to_example
+from ftcot.data.sources import fetch_file, resolve_mirror, sha256_file, source_file
+from ftcot.data.splits import build_records, split_examples
+from ftcot.data.synthetic import generate_examples
+from ftcot.data.tasks import FileRef, SourceSpec, Task, get_task
+from ftcot.io import DataError
+
+
+def _hub_rows(task: Task, ref: FileRef, override) -> list[tuple[str, object]]:
+    """Rows of one split of a Hugging Face dataset (``datasets.load_dataset``: an id or a folder)."""
+    import datasets
+
+    path, name = (override.path, override.name) if override is not None else (ref.hub, ref.name)
+    try:
+        loaded = datasets.load_dataset(path, name)
+    except Exception as err:  # datasets raises many types for a missing or unreachable dataset
+        raise DataError(f"data.{task.key}.hub: could not load {path!r} ({type(err).__name__}: {err})") from None
+    if ref.split not in loaded:
+        raise DataError(f"data.{task.key}.hub: {path!r} has no split {ref.split!r} (has {sorted(loaded)})")
+    return [(f"{path}[{ref.split}][{i}]", row) for i, row in enumerate(loaded[ref.split])]
+
+
+def _local_file(task: Task, ref: FileRef) -> tuple[Path, str]:
+    path = Path(ref.path)
+    if not path.is_file():
+        raise DataError(
+            f"{task.path}: source path {ref.path!r} does not exist (paths are relative to the project's root)"
+        )
+    digest = sha256_file(path)
+    if ref.sha256 is not None and digest != ref.sha256:
+        raise DataError(f"{path}: SHA-256 {digest} does not match the {ref.sha256} pinned in {task.path}")
+    return path, digest
+
+
+def read_source(
+    task: Task, spec: SourceSpec, params: DataSection, seed: int, download_dir: Path, roles: list[str]
+) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """Examples per role, and the SHA-256 of every file read (by URL, or by local path)."""
+    options = params.task_options(task.key)
+    kind = get_answer_type(task.answer_type, task.answer_options)
+    fields = task.fields_of(spec)
+    examples: dict[str, list[dict]] = {}
+    digests: dict[str, str] = {}
+    for role in roles:
+        ref = spec.roles[role]
+        if ref.kind == "hub":
+            rows = _hub_rows(task, ref, getattr(options, "hub", None))
+            origin = f"{ref.hub}[{ref.split}]"
+        else:
+            if ref.url is not None:
+                path, digest = fetch_file(
+                    source_file(ref), resolve_mirror(params.mirror), download_dir, verify=params.verify_checksums
+                )
+                digests[ref.url] = digest
+            else:
+                path, digest = _local_file(task, ref)
+                digests[ref.path] = digest
+            rows, origin = iter_rows(path, ref), str(path)
+        try:
+            examples[role] = [to_example(row, where, fields, kind, seed, i) for i, (where, row) in enumerate(rows)]
+        except DataError as err:
+            raise DataError(f"{err} [task file {task.path}]") from None
+        if not examples[role]:
+            raise DataError(f"{origin}: no records in this source ({role} of task file {task.path})")
+    return examples, digests
+
+
+def fetch_task(key: str, params: DataSection, seed: int, download_dir: Path) -> tuple[list[dict], dict]:
+    """Normalised, split records of task ``key`` and a description of where they came from."""
+    task = get_task(key, params.task_dir)
+    options = params.task_options(key)
+    spec = task.source(getattr(options, "source", None))
+    split = task.spec.split
+    if spec.generator is not None:
+        examples = {"all": generate_examples(task.key, spec.generator, params.num_questions, seed)}
+        origin = {"source": "generated", "num_questions": params.num_questions}
+    else:
+        if "all" in spec.roles:
+            roles = ["all"]
+        else:
+            pool = getattr(options, "train_file", None) or "train"
+            roles = [pool if pool in spec.roles else "train", "test"]
+        examples, digests = read_source(task, spec, params, seed, download_dir, roles)
+        if roles[0] not in ("all", "train"):
+            examples["train"] = examples.pop(roles[0])  # the pool train questions are drawn from
+        if spec.kind == "hub":
+            ref = next(iter(spec.roles.values()))
+            hub = getattr(options, "hub", None)
+            origin = {"source": "hub", "hub": hub.path if hub is not None else ref.hub}
+        else:
+            origin = {"source": "files", "sha256": digests}
+    train_fraction = split.train_fraction if split.train_fraction is not None else params.train_fraction
+    train_sample = getattr(options, "train_size", None) if split.train_sample is not None else None
+    parts = split_examples(examples, seed, train_fraction, train_sample)
+    records, counts = build_records(
+        task.key, task.answer_type, parts, seed, params.max_train, params.max_test, task.answer_options
+    )
+    return records, {"task": key, "answer_type": task.answer_type, **origin, **counts}

@@ -1,0 +1,118 @@
+"""Where a task's files come from: their public URLs, a local mirror, or a project's own folder.
+
+Each upstream file a task file names by URL is also named by its path in a mirror laid out like
+the upstream repositories (``zero_shot_cot/dataset/...``, ``grade-school-math/grade_school_math/
+data/...``, ``AQuA/...``) and pinned by SHA-256, so a download, a mirror and a cached copy are
+known to hold the same bytes, and the fetch stage's output depends on nothing but its inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ftcot.data.tasks import TASKS, FileRef
+from ftcot.io import DataError
+
+MIRROR_ENV = "FTCOT_DATA_MIRROR"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str
+    """Path inside a mirror, the same as in the upstream repository."""
+    url: str
+    sha256: str | None
+    """Pinned checksum; None where no copy was at hand to pin (it is still recorded)."""
+
+
+def mirror_path(ref: FileRef) -> str:
+    """Where a URL's file sits in a mirror: the task file's ``mirror``, else the URL's host and path."""
+    if ref.mirror:
+        return ref.mirror
+    parts = urlsplit(ref.url)
+    return f"{parts.netloc}{parts.path}"
+
+
+def source_file(ref: FileRef) -> SourceFile:
+    return SourceFile(mirror_path(ref), ref.url, ref.sha256)
+
+
+def _builtin_source_files() -> dict[str, SourceFile]:
+    """The upstream files of the built-in tasks, as ``<task>`` (one file) or ``<task>/<role>``."""
+    files = {}
+    for key, task in TASKS.items():
+        for spec in task.sources.values():
+            for role, ref in spec.roles.items():
+                if ref.url is not None:
+                    files[key if role == "all" else f"{key}/{role}"] = source_file(ref)
+    return files
+
+
+SOURCE_FILES: dict[str, SourceFile] = _builtin_source_files()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, dest: Path, retries: int = 3, timeout: float = 60.0, backoff: float = 2.0) -> None:
+    """Downloads ``url`` to ``dest`` atomically, retrying with exponential backoff."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".part")
+    last_error: Exception | None = None
+    for attempt in range(retries):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, partial.open("wb") as f:
+                while block := response.read(1 << 20):
+                    f.write(block)
+            partial.replace(dest)
+            return
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
+            last_error = err
+            if attempt + 1 < retries:
+                time.sleep(backoff * 2**attempt)
+    partial.unlink(missing_ok=True)
+    raise DataError(
+        f"could not download {url} after {retries} tries ({last_error}). Without internet, point "
+        f"data.mirror (or ${MIRROR_ENV}) at a local folder laid out like the upstream paths"
+    )
+
+
+def resolve_mirror(mirror: str | None) -> Path | None:
+    """``data.mirror`` if set, else ``$FTCOT_DATA_MIRROR``, else None (download)."""
+    chosen = mirror or os.environ.get(MIRROR_ENV)
+    return Path(chosen).expanduser() if chosen else None
+
+
+def fetch_file(
+    key: str | SourceFile, mirror: Path | None, download_dir: Path, verify: bool = True, retries: int = 3
+) -> tuple[Path, str]:
+    """The local path of a source file (a :class:`SourceFile`, or a key of ``SOURCE_FILES``) and
+    its SHA-256, verified against the pin."""
+    source = SOURCE_FILES[key] if isinstance(key, str) else key
+    if mirror is not None:
+        path = mirror / source.path
+        if not path.is_file():
+            raise DataError(f"the mirror {mirror} has no {source.path} (expected at {path})")
+    else:
+        path = download_dir / source.path
+        if not path.is_file() or (source.sha256 and sha256_file(path) != source.sha256):
+            download(source.url, path, retries=retries)
+    digest = sha256_file(path)
+    if verify and source.sha256 and digest != source.sha256:
+        raise DataError(
+            f"{path}: SHA-256 {digest} does not match the pinned {source.sha256} of {source.url}; "
+            "the file is corrupt or changed upstream (set data.verify_checksums: false to use it anyway)"
+        )
+    return path, digest

@@ -1,0 +1,57 @@
+"""Where each stage's outputs are, said once.
+
+dvc.yaml spells the same paths with its own variables (``${item.task}``); tests/test_paths.py holds
+the two equal. Code that reads another stage's outputs (the report, the sweep script) builds their
+paths from here, never by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+FETCHED = "data/fetch/{task}.jsonl"
+FETCH_METRICS = "metrics/fetch/{task}.json"
+TAUGHT = "data/teach/{task}.jsonl"
+TAUGHT_TEST = "data/teach/{task}.test.jsonl"
+TEACH_METRICS = "metrics/teach/{task}.json"
+KEPT = "data/filter/{task}.jsonl"
+FILTER_METRICS = "metrics/filter/{task}.json"
+FINETUNE_SET = "data/split/{task}/{name}.jsonl"  # train_ft_cot, val_ft_cot, train_vanilla, val_vanilla, test
+MODEL = "models/{task}/{variant}/seed{seed}"
+FINETUNE_METRICS = "metrics/finetune/{task}/{variant}/seed{seed}.json"
+CURVES = "curves/{task}/{variant}/seed{seed}"
+PREDICTIONS = "data/evaluate/{task}/{run}.jsonl"
+EVAL_METRICS = "metrics/evaluate/{task}/{run}.json"
+SUMMARY = "metrics/summary.json"
+HEADLINE = "metrics/headline.json"  # the pipeline's one DVC metrics file
+REPORT_DIR = "report"
+DIVERSITY_SWEEP = "metrics/diversity.json"
+
+TEMPLATES = (
+    FETCHED,
+    FETCH_METRICS,
+    TAUGHT,
+    TAUGHT_TEST,
+    TEACH_METRICS,
+    KEPT,
+    FILTER_METRICS,
+    FINETUNE_SET,
+    MODEL,
+    FINETUNE_METRICS,
+    CURVES,
+    PREDICTIONS,
+    EVAL_METRICS,
+    SUMMARY,
+    HEADLINE,
+)
+
+
+def evaluation_run(method: str, seed: int | None = None) -> str:
+    """The name of one evaluation: ``ft_cot/seed0`` for a fine-tuned student, ``zero_shot`` for a
+    prompting baseline (which has no training seed)."""
+    return method if seed is None else f"{method}/seed{seed}"
+
+
+def path(template: str, root: str | Path = ".", **fields: object) -> Path:
+    """``template`` filled in, under ``root`` (the project's folder)."""
+    return Path(root) / template.format(**fields)

@@ -1,0 +1,2 @@
+"""The report: the paper-style summary, its figures and documents, and sweeps read back from DVC
+experiments (stage report, scripts/sweep.py)."""

@@ -1,0 +1,118 @@
+"""The report's figures (PNG, no timestamp: the same data give the same bytes): accuracy per task
+and method, training curves, accuracy against diversity."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ftcot.methods import METHODS
+from ftcot.report.summary import METHOD_ORDER
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata={"Software": None})  # no version stamp: same bytes every run
+    _pyplot().close(fig)
+
+
+def plot_accuracy(summary: dict, path: str | Path) -> None:
+    """A bar chart per task: each method's test accuracy with its 95% interval; the teacher and
+    chance as lines."""
+    plt = _pyplot()
+    tasks = list(summary["tasks"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        row = summary["tasks"][task]
+        methods = [m for m in METHOD_ORDER if m in row]
+        values = [100 * row[m]["accuracy"] for m in methods]
+        errors = [
+            [100 * (row[m]["accuracy"] - row[m]["accuracy_ci_low"]) for m in methods],
+            [100 * (row[m]["accuracy_ci_high"] - row[m]["accuracy"]) for m in methods],
+        ]
+        ax.bar(
+            range(len(methods)), values, yerr=errors, capsize=3, color=[f"C{METHOD_ORDER.index(m)}" for m in methods]
+        )
+        ax.set_xticks(range(len(methods)), [METHODS[m].name.replace(" ", "\n", 1) for m in methods], fontsize=7)
+        if row["teacher"]["test_accuracy"] is not None:
+            ax.axhline(100 * row["teacher"]["test_accuracy"], color="k", ls="--", lw=1, label="teacher")
+        if row["random"]:
+            ax.axhline(100 * row["random"], color="grey", ls=":", lw=1, label="random")
+        ax.set_ylim(0, 100)
+        ax.set_title(task, fontsize=9)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="upper left")
+    axes[0][0].set_ylabel("test accuracy (%)")
+    fig.suptitle(f"Student test accuracy (diversity {summary['diversity']})", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_training_curves(task: str, curves: Mapping[tuple[str, int], Mapping[str, list]], path: str | Path) -> None:
+    """Per fine-tuned method and seed (``curves[(method, seed)]``): train and validation loss by
+    step, and validation accuracy if logged; one colour per method, every seed drawn."""
+    plt = _pyplot()
+    has_accuracy = any("eval/accuracy" in c for c in curves.values())
+    fig, axes = plt.subplots(1, 2 if has_accuracy else 1, figsize=(9 if has_accuracy else 5, 3.2), squeeze=False)
+    loss_ax = axes[0][0]
+    labelled: set[str] = set()
+    for k, ((method, _seed), c) in enumerate(curves.items()):
+        color = f"C{METHOD_ORDER.index(method) if method in METHOD_ORDER else k}"
+        first = method not in labelled  # one legend entry per method, whatever the number of seeds
+        labelled.add(method)
+        for key, style in (("train/loss", "-"), ("eval/loss", "--")):
+            if key in c:
+                xs, ys = zip(*c[key], strict=True)
+                label = f"{METHODS[method].name}: {key.split('/')[0]}" if first else None
+                loss_ax.plot(xs, ys, style, color=color, lw=1, label=label)
+        if has_accuracy and "eval/accuracy" in c:
+            xs, ys = zip(*c["eval/accuracy"], strict=True)
+            label = METHODS[method].name if first else None
+            axes[0][1].plot(xs, [100 * y for y in ys], "o-", color=color, label=label)
+    loss_ax.set_xlabel("step")
+    loss_ax.set_ylabel("loss")
+    loss_ax.legend(fontsize=7)
+    if has_accuracy:
+        axes[0][1].set_xlabel("step")
+        axes[0][1].set_ylabel("validation accuracy (%)")
+        axes[0][1].set_ylim(0, 100)
+        axes[0][1].legend(fontsize=7)
+    fig.suptitle(f"Training: {task}", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_diversity(points: Sequence[dict], path: str | Path) -> None:
+    """Fine-tune-CoT accuracy against diversity D (log2 axis), a line per task, each point with its
+    95% interval when recorded."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for task in sorted({p["task"] for p in points}):
+        ps = sorted((p for p in points if p["task"] == task), key=lambda p: p["diversity"])
+        ys = [100 * p["accuracy"] for p in ps]
+        errors = None
+        if all(p.get("accuracy_ci_low") is not None for p in ps):
+            errors = [
+                [100 * (p["accuracy"] - p["accuracy_ci_low"]) for p in ps],
+                [100 * (p["accuracy_ci_high"] - p["accuracy"]) for p in ps],
+            ]
+        ax.errorbar([p["diversity"] for p in ps], ys, yerr=errors, fmt="o-", capsize=3, label=task)
+    ax.set_xscale("log", base=2)
+    ds = sorted({p["diversity"] for p in points})
+    ax.set_xticks(ds, [str(d) for d in ds])
+    ax.set_xlabel("rationales per train question (D)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7)
+    ax.set_title("Fine-tune-CoT: diverse reasoning", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,44 @@
+"""Keep the rationales whose final answer is right (the paper's filter)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ftcot.answers import RULES_VERSION, answer_type_of, extract_answer, is_correct
+
+
+def judge_rationales(rationales: Sequence[dict]) -> list[dict]:
+    """Each rationale with the teacher's parsed ``prediction`` and whether it is ``correct``."""
+    judged = []
+    for r in rationales:
+        kind = answer_type_of(r)
+        prediction = extract_answer(r["answer_completion"], kind, mode="teacher")
+        judged.append({**r, "prediction": prediction, "correct": is_correct(prediction, r["answer"], kind)})
+    return judged
+
+
+def _rate(num: int, den: int) -> float:
+    return round(num / den, 6) if den else 0.0
+
+
+def filter_rationales(rationales: Sequence[dict]) -> tuple[list[dict], dict]:
+    """The kept (correct) rationales and the filter's metrics."""
+    judged = judge_rationales(rationales)
+    kept = [r for r in judged if r["correct"]]
+    questions = {r["question_id"] for r in judged}
+    first = [r for r in judged if r["sample_index"] == 0]
+    parsed = sum(r["prediction"] is not None for r in judged)
+    metrics = {
+        "rules_version": RULES_VERSION,
+        "questions": len(questions),
+        "rationales": len(judged),
+        "kept": len(kept),
+        "kept_rate": _rate(len(kept), len(judged)),
+        "invalid": len(judged) - parsed,
+        "parse_rate": _rate(parsed, len(judged)),
+        "questions_covered": len({r["question_id"] for r in kept}),
+        "question_coverage": _rate(len({r["question_id"] for r in kept}), len(questions)),
+        # Accuracy of sample 0 on the train questions: the teacher's own accuracy.
+        "teacher_accuracy": _rate(sum(r["correct"] for r in first), len(first)),
+    }
+    return kept, metrics
