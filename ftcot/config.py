@@ -73,6 +73,15 @@ def task_options_model(task: Task) -> type[Section] | None:
             Literal[tuple(pools)],
             Field(pools[0], description=f"The role train questions are sampled from: {', '.join(pools)}."),
         )
+    if split.index_files:
+        names = ("ratio", *split.index_files)
+        fields["split"] = (
+            Literal[names],
+            Field(
+                "ratio",
+                description=f"'ratio': data.train_fraction; or a split of the task file: {', '.join(names[1:])}.",
+            ),
+        )
     if split.train_sample is not None:
         fields["train_size"] = (
             int,
@@ -99,6 +108,11 @@ class DataSection(Section):
     )
     max_train: int | None = Field(None, ge=1, description="Cap on train questions per task (seeded subsample).")
     max_test: int | None = Field(None, ge=1, description="Cap on test questions per task (seeded subsample).")
+    drop_test_duplicates: bool = Field(
+        True,
+        description="Drop train questions whose text is also a test question (counted); false: the paper's exact "
+        "split, duplicates included.",
+    )
 
     def task_options(self, key: str) -> Section | None:
         """``data.<key>``, or None for a task without options."""
@@ -154,7 +168,17 @@ class PriceParams(Section):
 class ReplayParams(Section):
     """``teacher.replay``: recorded teacher outputs instead of requests."""
 
-    dir: str = Field("replay", description="Folder of <task>.jsonl files of recorded completions.")
+    dir: str = Field(
+        "replay",
+        description="Folder of <task>.jsonl files (format ftcot), or of reasoning-teacher's extracted archive.",
+    )
+    format: Literal["ftcot", "kojima", "reasoning_teacher"] = Field(
+        "ftcot",
+        description="'ftcot': <dir>/<task>.jsonl; 'kojima': Kojima et al.'s published zero-shot-CoT log of the "
+        "task (downloaded, pinned; data.mirror); 'reasoning_teacher': <dir>/B_<teacher.model>__C_<completion_key>/"
+        "D_<task>.json.",
+    )
+    completion_key: str = Field("zs_cot", description="reasoning_teacher: the C_<completion_key> folder.")
 
 
 class TeacherParams(Section):
@@ -221,6 +245,16 @@ class TeacherParams(Section):
         if self.batch and self.backend != "openai":
             raise ValueError(f"batch: true needs backend: openai (backend is {self.backend!r})")
         return self
+
+
+class FilterParams(Section):
+    """``filter``: which rationales the student learns from (stage ``filter``)."""
+
+    keep: Literal["correct", "all"] = Field(
+        "correct",
+        description="'correct': those whose answer is right (the paper); 'all': every non-empty rationale "
+        "(the paper's ablation without filtering).",
+    )
 
 
 class SplitParams(Section):
@@ -343,6 +377,7 @@ class ParamsBase(Section):
     diversity: int = Field(1, ge=1, description="Rationales sampled per train question.")
     data: DataSection
     teacher: TeacherParams = TeacherParams()
+    filter: FilterParams = FilterParams()
     split: SplitParams = SplitParams()
     student: StudentParams = StudentParams()
     evaluate: EvaluateParams = EvaluateParams()
@@ -483,6 +518,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS_PATH) -> ParamsBase:
 # teacher (tests/test_stage_deps.py holds dvc.yaml to this list).
 OPERATIONAL_KEYS = frozenset(
     {
+        "data.mirror",  # where pinned files are read from: their checksums say what they are
         "teacher.api_key_env",
         "teacher.concurrency",
         "teacher.timeout",

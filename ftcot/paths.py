@@ -26,6 +26,7 @@ SUMMARY = "metrics/summary.json"
 HEADLINE = "metrics/headline.json"  # the pipeline's one DVC metrics file
 REPORT_DIR = "report"
 DIVERSITY_SWEEP = "metrics/diversity.json"
+SWEEPS = "metrics/sweeps"  # <name>.json of scripts/sweep.py
 
 TEMPLATES = (
     FETCHED,

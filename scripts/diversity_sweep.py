@@ -1,4 +1,6 @@
-"""The paper's accuracy-vs-diversity curve as DVC experiments (D = 1, 2, 4, 8 by default).
+"""The paper's accuracy-vs-diversity curve as DVC experiments (D = 1, 2, 4, 8 by default); the
+report draws it beside the table. `scripts/sweep.py --set diversity=1,2,4,8` sweeps the same axis
+(and any other) into metrics/sweeps/.
 
     python scripts/diversity_sweep.py [--values 1 2 4 8] [--jobs 1]
 
@@ -28,15 +30,10 @@ import sys
 from ftcot import paths
 from ftcot.config import ConfigError, load_params
 from ftcot.io import write_json
+from ftcot.report.experiments import dvc, exp_show, head_commit, run_experiments
 from ftcot.report.sweep import diversity_points, sweep_fingerprint
 
 OUT = paths.DIVERSITY_SWEEP
-
-
-def dvc(*args: str, capture: bool = False) -> str:
-    print("+ dvc", " ".join(args), file=sys.stderr, flush=True)
-    done = subprocess.run(["dvc", *args], check=True, text=True, stdout=subprocess.PIPE if capture else None)
-    return done.stdout or ""
 
 
 def main() -> None:
@@ -49,22 +46,14 @@ def main() -> None:
         sys.exit(f"error: --values must be positive integers, got {args.values}")
 
     params = load_params()  # a broken params.yaml stops here, before any experiment is queued
-    commit = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], text=True, capture_output=True)
-    if commit.returncode != 0:
-        raise RuntimeError("run this in the project's git repository, with params.yaml committed: no commit found")
-    names = {d: f"div{d}-{commit.stdout.strip()}" for d in sorted(set(args.values))}
+    commit = head_commit()
+    names = {d: f"div{d}-{commit}" for d in sorted(set(args.values))}
     if not args.collect_only:
-        existing = {s for s in dvc("exp", "ls", "--name-only", capture=True).split()}
-        queued = [d for d, name in names.items() if name not in existing]
-        for d in queued:
-            dvc("exp", "run", "--queue", "-S", f"diversity={d}", "-n", names[d])
-        if queued:
-            dvc("exp", "run", "--run-all", "--jobs", str(args.jobs))
-    shown = json.loads(dvc("exp", "show", "--json", capture=True))
-    points = diversity_points(shown, names, params.data.tasks)
+        run_experiments({name: ["-S", f"diversity={d}"] for d, name in names.items()}, args.jobs)
+    points = diversity_points(exp_show(), names, params.data.tasks)
     # Provenance: the report shows these points only beside a run with the same parameters.
     record = {
-        "commit": commit.stdout.strip(),
+        "commit": commit,
         "params": sweep_fingerprint(params.model_dump(mode="json")),
         "regenerate": "python scripts/diversity_sweep.py --values " + " ".join(str(d) for d in names),
         "points": points,

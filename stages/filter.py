@@ -1,4 +1,5 @@
-"""Stage filter: keep the rationales whose final answer is correct.
+"""Stage filter: keep the rationales whose final answer is correct (filter.keep: correct), or every
+non-empty one (filter.keep: all, the paper's ablation without filtering).
 
     python stages/filter.py --teach data/teach/coin_flip.jsonl \
         --out data/filter/coin_flip.jsonl --metrics metrics/filter/coin_flip.json
@@ -19,11 +20,11 @@ def main() -> None:
     parser.add_argument("--metrics", required=True)
     args = parser.parse_args()
 
-    load_params()  # validates params.yaml; this stage has no parameters of its own
+    params = load_params()
     rationales = read_jsonl(
         args.teach, required=("question_id", "sample_index", "answer", "answer_type", "answer_completion")
     )
-    kept, metrics = filter_rationales(rationales)
+    kept, metrics = filter_rationales(rationales, params.filter.keep)
     write_jsonl(args.out, kept)
     write_json(args.metrics, metrics)
     log.info("kept %d of %d rationales (%.1f%%)", metrics["kept"], metrics["rationales"], 100 * metrics["kept_rate"])

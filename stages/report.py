@@ -23,9 +23,9 @@ from ftcot.io import read_json, read_jsonl, write_json
 from ftcot.paths import evaluation_run, path
 from ftcot.provenance import run_metadata
 from ftcot.report.document import render_html, render_markdown
-from ftcot.report.figures import plot_accuracy, plot_diversity, plot_training_curves
+from ftcot.report.figures import plot_accuracy, plot_diversity, plot_sweep, plot_training_curves
 from ftcot.report.summary import ReportError, accuracy_rows, build_summary, combine_seeds, headline
-from ftcot.report.sweep import stale_reason
+from ftcot.report.sweep import stale_reason, sweep_stale_reason
 from ftcot.stage import log, run_stage
 from ftcot.teacher.filtering import judge_rationales
 
@@ -142,8 +142,24 @@ def main() -> None:
     if points:
         figures["diversity"] = "diversity.png"
         plot_diversity(points, out / figures["diversity"])
+    sweeps = []
+    for sweep_path in sorted(Path(paths.SWEEPS).glob("*.json")):
+        record = read_json(sweep_path)
+        reason = sweep_stale_reason(record, params.model_dump(mode="json"))
+        name = record.get("name", sweep_path.stem)
+        if reason:
+            regenerate = record.get("regenerate", "python scripts/sweep.py")
+            note = f"The recorded sweep `{sweep_path}` is left out: {reason}. `{regenerate}` recomputes it."
+            sweeps.append({"name": name, "note": note})
+            log.warning("sweep %s left out of the report: %s", name, reason)
+            continue
+        record = {**record, "points": [p for p in record["points"] if p["task"] in tasks]}
+        if record["points"]:
+            figures[f"sweep/{name}"] = f"sweep_{name}.png"
+            plot_sweep(record, out / figures[f"sweep/{name}"])
+        sweeps.append(record)
     write_json(out / "accuracy.json", {"rows": accuracy_rows(summary)})
-    markdown = render_markdown(summary, teacher_samples, student_samples, figures, points, sweep_note)
+    markdown = render_markdown(summary, teacher_samples, student_samples, figures, points, sweep_note, sweeps)
     (out / "report.md").write_text(markdown)
     (out / "report.html").write_text(render_html(markdown, out))
     log.info("report: %s, %s", out / "report.md", out / "report.html")

@@ -25,7 +25,11 @@ def main() -> None:
     params = load_params()
     records = read_jsonl(args.records, required=("id", "question", "answer", "answer_type", "split"))
     kept = read_jsonl(args.kept, required=("id", "question_id", "sample_index", "rationale"))
-    splits = build_finetune_sets(records, kept, params.split.val_fraction, params.seed)
+    # With data.drop_test_duplicates: false (the paper's exact split) a train question may have a
+    # test question's text: then only ids are checked for leakage.
+    splits = build_finetune_sets(
+        records, kept, params.split.val_fraction, params.seed, same_text_allowed=not params.data.drop_test_duplicates
+    )
     for name, examples in splits.items():
         write_jsonl(Path(args.out_dir) / f"{name}.jsonl", examples)
     log.info("split sizes: %s", {name: len(v) for name, v in splits.items()})

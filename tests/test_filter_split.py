@@ -74,3 +74,27 @@ def test_kept_rationale_of_a_test_question_is_refused(pipeline_inputs):
     smuggled = {**kept[0], "question_id": test_q["id"], "question": test_q["question"]}
     with pytest.raises(LeakageError):
         build_finetune_sets(records, [*kept, smuggled], 0.2, 0)
+
+
+def test_without_filtering_every_non_empty_rationale_is_kept(pipeline_inputs):
+    records, rationales = pipeline_inputs
+    emptied = [{**rationales[0], "rationale": ""}, *rationales[1:]]
+    kept, metrics = filter_rationales(emptied, keep="all")
+    assert len(kept) == 139 and metrics["keep"] == "all"
+    correct, _ = filter_rationales(emptied)
+    assert metrics["kept_wrong"] == len(kept) - sum(k["correct"] for k in kept) > 0
+    assert len(correct) < len(kept)
+    sets = build_finetune_sets(records, kept, 0.2, 0)
+    assert len(sets["train_ft_cot"]) + len(sets["val_ft_cot"]) == 139  # the student learns from the wrong ones too
+
+
+def test_the_papers_exact_split_may_hold_a_test_questions_text_in_train(pipeline_inputs):
+    records, rationales = pipeline_inputs
+    kept, _ = filter_rationales(rationales)
+    test = next(r for r in records if r["split"] == "test")
+    twin = {**next(r for r in records if r["split"] == "train"), "question": test["question"]}
+    records = [twin if r["id"] == twin["id"] else r for r in records]
+    kept = [{**k, "question": test["question"]} if k["question_id"] == twin["id"] else k for k in kept]
+    with pytest.raises(LeakageError):
+        build_finetune_sets(records, kept, 0.2, 0)
+    assert build_finetune_sets(records, kept, 0.2, 0, same_text_allowed=True)["test"]  # ids still checked

@@ -84,3 +84,108 @@ def test_collect_only_without_experiments_ends_in_a_message(tmp_path):
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "error: `dvc exp show --json` failed" in proc.stderr  # not a DVC project: dvc says why above
+
+
+# ---- any parameter grid (scripts/sweep.py) ------------------------------------------------------
+
+import pytest  # noqa: E402
+
+from ftcot.config import leaf_keys  # noqa: E402
+from ftcot.report.document import render_markdown as render  # noqa: E402
+from ftcot.report.sweep import (  # noqa: E402
+    SweepError,
+    grid_points,
+    parse_grid,
+    point_slug,
+    set_args,
+    sweep_points,
+    sweep_stale_reason,
+)
+
+
+def test_a_grid_of_any_parameters():
+    grid = parse_grid(["diversity=1,2", "data.max_train=50,all", "seeds=[0,1],[2]"], leaf_keys())
+    assert grid == {"diversity": [1, 2], "data.max_train": [50, None], "seeds": [[0, 1], [2]]}
+    points = grid_points(grid)
+    assert len(points) == 8 and points[0] == {"diversity": 1, "data.max_train": 50, "seeds": [0, 1]}
+    assert point_slug({"diversity": 8, "data.max_train": None}) == "8-all"
+    assert set_args({"data.max_train": None, "filter.keep": "all"}) == [
+        "-S",
+        "data.max_train=null",
+        "-S",
+        'filter.keep="all"',
+    ]
+    with pytest.raises(SweepError, match=r"'max_train' is no parameter \(did you mean data.max_train\?\)"):
+        parse_grid(["max_train=1"], leaf_keys())
+    with pytest.raises(SweepError, match="write key=value1,value2"):
+        parse_grid(["diversity"], leaf_keys())
+    with pytest.raises(SweepError, match="nothing to sweep"):
+        parse_grid([], leaf_keys())
+
+
+def state(name: str, params: dict, accuracy: float) -> dict:
+    headline = {
+        "coin_flip": {
+            "ft_cot": {"accuracy": accuracy, "accuracy_ci_low": 0.1, "accuracy_ci_high": 0.9},
+            "teacher": {"test_accuracy": 0.8, "kept": 3, "kept_rate": 0.5},
+        }
+    }
+    return {
+        "rev": "x",
+        "name": name,
+        "data": {"params": {"params.yaml": {"data": params}}, "metrics": {"metrics/headline.json": {"data": headline}}},
+    }
+
+
+def test_sweep_points_are_read_back_from_dvc_exp_show_and_checked():
+    shown = [
+        {
+            "experiments": [
+                {"revs": [state("keep-all-abc", {"filter": {"keep": "all"}}, 0.6)]},
+                {"revs": [state("keep-correct-abc", {"filter": {"keep": "correct"}}, 0.9)]},
+            ]
+        }
+    ]
+    names = {"keep-correct-abc": {"filter.keep": "correct"}, "keep-all-abc": {"filter.keep": "all"}}
+    points = sweep_points(shown, names, ["coin_flip"])
+    assert [(p["values"]["filter.keep"], p["method"], p["accuracy"]) for p in points] == [
+        ("correct", "ft_cot", 0.9),
+        ("correct", "teacher", 0.8),
+        ("all", "ft_cot", 0.6),
+        ("all", "teacher", 0.8),
+    ]
+    with pytest.raises(SweepError, match=r"ran with filter.keep='all', expected 'correct'"):
+        sweep_points(shown, {"keep-all-abc": {"filter.keep": "correct"}}, ["coin_flip"])
+    with pytest.raises(SweepError, match="missing or failed"):
+        sweep_points(shown, {"nope": {"filter.keep": "all"}}, ["coin_flip"])
+
+
+def test_a_recorded_sweep_is_shown_only_beside_a_run_of_its_parameters():
+    params = current()
+    record = {
+        "name": "keep",
+        "keys": ["filter.keep"],
+        "commit": "abc",
+        "regenerate": "python scripts/sweep.py",
+        "params": sweep_fingerprint(params, ("filter.keep",)),
+        "points": [
+            {
+                "task": "coin_flip",
+                "method": "ft_cot",
+                "values": {"filter.keep": "all"},
+                "accuracy": 0.5,
+                "accuracy_ci_low": 0.4,
+                "accuracy_ci_high": 0.6,
+                "experiment": "keep-all-abc",
+            }
+        ],
+    }
+    assert sweep_stale_reason(record, params) is None
+    assert sweep_stale_reason(record, json.loads(json.dumps(params)) | {"filter": {"keep": "all"}}) is None  # its axis
+    other = json.loads(json.dumps(params))
+    other["student"]["epochs"] = 1.0
+    assert sweep_stale_reason(record, other).startswith("it ran with other parameters: student.epochs")
+    summary = {"teacher": "t", "student": "s", "diversity": 1, "tasks": {}}
+    md = render(summary, {}, {}, {"sweep/keep": "sweep_keep.png"}, [], None, [record])
+    assert "### keep" in md and "| coin_flip | Student: Fine-tune-CoT | all | 50.0 [40.0, 60.0] |" in md
+    assert "![Sweep keep](sweep_keep.png)" in md

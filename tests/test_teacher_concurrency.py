@@ -111,7 +111,7 @@ def test_a_cache_file_that_is_not_a_database_stops_the_stage_with_one_message(tm
 
 
 @pytest.mark.slow
-def test_a_sweep_of_two_experiments_at_a_time_pays_the_teacher_once(tmp_path):
+def test_a_sweep_of_two_experiments_at_a_time_pays_the_teacher_once_and_reuses_them(tmp_path):
     with FakeOpenAI() as server:
         params = yaml.safe_load((REPO / "params.yaml").read_text())
         params["data"].update({"tasks": ["coin_flip"], "num_questions": 20})
@@ -128,11 +128,20 @@ def test_a_sweep_of_two_experiments_at_a_time_pays_the_teacher_once(tmp_path):
         params["methods"]["finetune"] = ["ft_cot"]
         root = copy_project(tmp_path / "project", yaml.safe_dump(params, sort_keys=False))
         env = project_env(root)
-        run([sys.executable, "scripts/diversity_sweep.py", "--values", "2", "3", "--jobs", "2"], root, env)
-        points = json.loads((root / "metrics/diversity.json").read_text())["points"]
-        assert [p["diversity"] for p in points] == [2, 3]
+        sweep = [sys.executable, "scripts/sweep.py", "--set", "diversity=2,3", "--jobs", "2"]
+        run(sweep, root, env)
+        record = json.loads((root / "metrics/sweeps/diversity.json").read_text())
+        assert record["keys"] == ["diversity"] and "diversity" not in record["params"]
+        ft_cot = [p for p in record["points"] if p["method"] == "ft_cot"]
+        assert [p["values"] for p in ft_cot] == [{"diversity": 2}, {"diversity": 3}]
+        report = (root / "report/report.md").read_text()
+        assert "### diversity" in report and (root / "report/sweep_diversity.png").read_bytes().startswith(b"\x89PNG")
         # 14 train questions x 3 samples (D=2 and 3 share samples 0-1), 6 test questions, and the workspace's
         # own greedy D=1 run that the sweep's `dvc repro report` makes; two steps each: every distinct request
         # answered once, although both experiments asked at the same time.
         assert distinct_requests(server) == (14 * 3 + 14 + 6) * 2
         assert sum(server.successes.values()) == distinct_requests(server)
+        # Again: the experiments of this commit exist, nothing is queued or asked, the same points come back.
+        again = run(sweep, root, env)
+        assert "exp run --queue" not in again.stderr and sum(server.successes.values()) == distinct_requests(server)
+        assert json.loads((root / "metrics/sweeps/diversity.json").read_text()) == record

@@ -12,7 +12,7 @@ from ftcot.data.sources import fetch_file, resolve_mirror, sha256_file, source_f
 from ftcot.data.splits import build_records, split_examples
 from ftcot.data.synthetic import generate_examples
 from ftcot.data.tasks import FileRef, SourceSpec, Task, get_task
-from ftcot.io import DataError
+from ftcot.io import DataError, read_json
 
 
 def _hub_rows(task: Task, ref: FileRef, override) -> list[tuple[str, object]]:
@@ -100,8 +100,44 @@ def fetch_task(key: str, params: DataSection, seed: int, download_dir: Path) -> 
             origin = {"source": "files", "sha256": digests}
     train_fraction = split.train_fraction if split.train_fraction is not None else params.train_fraction
     train_sample = getattr(options, "train_size", None) if split.train_sample is not None else None
-    parts = split_examples(examples, seed, train_fraction, train_sample)
+    chosen = getattr(options, "split", "ratio")
+    indices = None
+    if chosen != "ratio":
+        indices, digest = _index_split(task, chosen, split.index_files[chosen], params, download_dir, examples)
+        origin["split"] = {"name": chosen, "sha256": digest}
+    parts = split_examples(examples, seed, train_fraction, train_sample, indices)
     records, counts = build_records(
-        task.key, task.answer_type, parts, seed, params.max_train, params.max_test, task.answer_options
+        task.key,
+        task.answer_type,
+        parts,
+        seed,
+        params.max_train,
+        params.max_test,
+        task.answer_options,
+        params.drop_test_duplicates,
     )
     return records, {"task": key, "answer_type": task.answer_type, **origin, **counts}
+
+
+def _index_split(
+    task: Task, name: str, ref: FileRef, params: DataSection, download_dir: Path, examples: dict
+) -> tuple[tuple[list[int], list[int]], str]:
+    """Train and test indices from a split file ``{train: [...], test: [...]}``, checked."""
+    if ref.url is not None:
+        path, digest = fetch_file(
+            source_file(ref), resolve_mirror(params.mirror), download_dir, params.verify_checksums
+        )
+    else:
+        path, digest = _local_file(task, ref)
+    where = f"{path} (split {name!r} of {task.path})"
+    data = read_json(path)
+    n = len(examples["all"])
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("train", "test")):
+        raise DataError(f"{where}: expected {{train: [indices], test: [indices]}}")
+    train, test = data["train"], data["test"]
+    bad = [i for i in train + test if type(i) is not int or not 0 <= i < n]
+    if bad:
+        raise DataError(f"{where}: {bad[:3]} are not indices of the task's {n} questions")
+    if set(train) & set(test) or len(set(train)) != len(train) or len(set(test)) != len(test):
+        raise DataError(f"{where}: an index is listed twice (in train and test, or twice in one)")
+    return (train, test), digest

@@ -55,13 +55,21 @@ class SplitExamples:
 
 
 def split_examples(
-    examples: dict[str, list[dict]], seed: int, train_fraction: float, train_sample: int | None = None
+    examples: dict[str, list[dict]],
+    seed: int,
+    train_fraction: float,
+    train_sample: int | None = None,
+    indices: tuple[list[int], list[int]] | None = None,
 ) -> SplitExamples:
-    """The paper's split of the examples read per role: ``all`` split by ratio; ``train`` and
-    ``test`` as they are, or with ``train_sample`` train questions drawn (seeded) from ``train``."""
+    """The paper's split of the examples read per role: ``all`` split by ratio (or by the given
+    train and test ``indices``); ``train`` and ``test`` as they are, or with ``train_sample`` train
+    questions drawn (seeded) from ``train``."""
     if "all" in examples:
         everything = examples["all"]
-        train_idx, test_idx = split_indices(len(everything), seed, train_fraction)
+        if indices is not None:
+            train_idx, test_idx = sorted(indices[0]), sorted(indices[1])
+        else:
+            train_idx, test_idx = split_indices(len(everything), seed, train_fraction)
         return SplitExamples(
             [everything[i] for i in train_idx], [everything[i] for i in test_idx], "index", train_idx, test_idx
         )
@@ -80,13 +88,16 @@ def build_records(
     max_train: int | None = None,
     max_test: int | None = None,
     answer_options: dict | None = None,
+    drop_test_duplicates: bool = True,
 ) -> tuple[list[dict], dict]:
-    """Records with ids and split, train duplicates of test questions dropped, caps applied.
+    """Records with ids and split, train duplicates of test questions dropped (unless
+    ``drop_test_duplicates`` is false: the paper's exact split), caps applied.
 
     Returns the records (train first, then test, each in source order) and counts.
     """
     test_texts = {normalize_question(e["question"]) for e in split.test}
-    train_keep = [i for i, e in enumerate(split.train) if normalize_question(e["question"]) not in test_texts]
+    duplicates = {i for i, e in enumerate(split.train) if normalize_question(e["question"]) in test_texts}
+    train_keep = [i for i in range(len(split.train)) if not drop_test_duplicates or i not in duplicates]
     dropped = len(split.train) - len(train_keep)
 
     def ident(kind: str, position: int, width: int) -> str:
@@ -120,6 +131,7 @@ def build_records(
         "train_split": len(split.train),
         "test_split": len(split.test),
         "dropped_train_duplicates_of_test": dropped,
+        **({} if drop_test_duplicates else {"kept_train_duplicates_of_test": len(duplicates)}),
         "train": sum(r["split"] == "train" for r in records),
         "test": sum(r["split"] == "test" for r in records),
     }

@@ -215,6 +215,18 @@ class SplitSpec(_Spec):
     train_pools: list[str] | None = Field(
         None, min_length=1, description="Roles the train questions may be sampled from (the first is the default)."
     )
+    index_files: dict[str, FileRef] | None = Field(
+        None,
+        description="Named splits of an 'all' source given as files {train: [indices], test: [indices]} "
+        "(e.g. reasoning-teacher's template-wise splits), chosen by data.<task>.split (default: ratio).",
+    )
+
+    @field_validator("index_files")
+    @classmethod
+    def _not_ratio(cls, files: dict | None) -> dict | None:
+        if files and "ratio" in files:
+            raise ValueError("'ratio' is the split by train_fraction: give the index split another name")
+        return files
 
 
 class TaskSpec(_Spec):
@@ -251,6 +263,10 @@ class TaskSpec(_Spec):
             for name, spec in self.named_sources.items():
                 if spec.all is not None:
                     raise ValueError(f"train_sample and train_pools need train/test sources, but {name!r} has 'all'")
+        if self.split.index_files:
+            for name, spec in self.named_sources.items():
+                if spec.all is None and spec.generator is None:
+                    raise ValueError(f"split.index_files index one 'all' source, but source {name!r} has train/test")
         for pool in self.split.train_pools or ():
             if pool not in ("train", "dev"):
                 raise ValueError(f"split.train_pools: {pool!r} is not a role (train, dev)")

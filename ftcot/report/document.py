@@ -157,10 +157,12 @@ def render_markdown(
     figures: Mapping[str, str],
     diversity_points: Sequence[dict] = (),
     sweep_note: str | None = None,
+    sweeps: Sequence[dict] = (),
 ) -> str:
     """``teacher_samples[task]['kept'|'dropped']``: judged teacher rationales;
     ``student_samples[task]['correct'|'wrong']``: Fine-tune-CoT predictions; ``figures``:
-    {'accuracy': file, 'curves/<task>': file, 'diversity': file}."""
+    {'accuracy': file, 'curves/<task>': file, 'diversity': file, 'sweep/<name>': file};
+    ``sweeps``: the recorded sweeps of scripts/sweep.py, each with a ``note`` when left out."""
     lines = [
         "# Fine-tune-CoT report",
         "",
@@ -209,6 +211,30 @@ def render_markdown(
         lines.append(sweep_note)
     else:
         lines.append("No sweep recorded yet: `python scripts/diversity_sweep.py` runs D = 1, 2, 4, 8.")
+    if sweeps:
+        lines += ["", "## Sweeps", ""]
+    for sweep in sweeps:
+        lines += [f"### {sweep['name']}", ""]
+        if sweep.get("note"):
+            lines += [sweep["note"], ""]
+            continue
+        keys = sweep["keys"]
+        lines += [
+            f"Swept: {', '.join(f'`{k}`' for k in keys)} (`{sweep['regenerate']}`, commit {sweep['commit']}).",
+            "",
+            "| Task | Method | " + " | ".join(keys) + " | Accuracy |",
+            "|---|---|" + "---|" * len(keys) + "---|",
+        ]
+        for p in sweep["points"]:
+            cell = _pct(p["accuracy"])
+            if p.get("accuracy_ci_low") is not None:
+                cell += f" [{_pct(p['accuracy_ci_low'])}, {_pct(p['accuracy_ci_high'])}]"
+            shown = " | ".join("all" if p["values"][k] is None else str(p["values"][k]) for k in keys)
+            label = "Teacher (zero-shot-CoT)" if p["method"] == "teacher" else method_label(p["method"], summary)
+            lines.append(f"| {p['task']} | {label} | {shown} | {cell} |")
+        if f"sweep/{sweep['name']}" in figures:
+            lines += ["", f"![Sweep {sweep['name']}]({figures['sweep/' + sweep['name']]})"]
+        lines.append("")
     if "run" in summary:
         lines += ["", "## What produced this report", "", *provenance_lines(summary["run"])]
     curves = [(k.split("/", 1)[1], v) for k, v in figures.items() if k.startswith("curves/")]

@@ -116,3 +116,45 @@ def plot_diversity(points: Sequence[dict], path: str | Path) -> None:
     ax.set_title("Fine-tune-CoT: diverse reasoning", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
+
+
+def plot_sweep(record: dict, path: str | Path) -> None:
+    """A recorded sweep: test accuracy (with its 95% interval) against the first swept key, a line
+    per task and method (and per value of the other keys)."""
+    plt = _pyplot()
+    key = record["keys"][0]
+    values = list(dict.fromkeys(json_key(p["values"][key]) for p in record["points"]))
+    numeric = all(
+        isinstance(p["values"][key], int | float) and not isinstance(p["values"][key], bool) for p in record["points"]
+    )
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    lines: dict[str, list[dict]] = {}
+    for p in record["points"]:
+        rest = ", ".join(f"{k}={json_key(v)}" for k, v in p["values"].items() if k != key)
+        lines.setdefault(f"{p['task']} / {p['method']}" + (f" ({rest})" if rest else ""), []).append(p)
+    for label, ps in sorted(lines.items()):
+        xs = [p["values"][key] if numeric else values.index(json_key(p["values"][key])) for p in ps]
+        ys = [100 * p["accuracy"] for p in ps]
+        errors = None
+        if all(p.get("accuracy_ci_low") is not None for p in ps):
+            errors = [
+                [100 * (p["accuracy"] - p["accuracy_ci_low"]) for p in ps],
+                [100 * (p["accuracy_ci_high"] - p["accuracy"]) for p in ps],
+            ]
+        ax.errorbar(xs, ys, yerr=errors, fmt="o-", capsize=3, label=label)
+    if not numeric:
+        ax.set_xticks(range(len(values)), values)
+    ax.set_xlabel(key)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=6)
+    ax.set_title(f"Sweep {record['name']}", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def json_key(value: object) -> str:
+    """A swept value as its axis label: ``all`` for null."""
+    import json
+
+    return "all" if value is None else value if isinstance(value, str) else json.dumps(value)

@@ -1,8 +1,11 @@
-"""The accuracy-vs-diversity curve from DVC experiments (``scripts/diversity_sweep.py``).
+"""Sweeps as DVC experiments, read back for the report: the accuracy-vs-diversity curve
+(``scripts/diversity_sweep.py`` -> ``metrics/diversity.json``) and any parameter grid
+(``scripts/sweep.py --set key=a,b`` -> ``metrics/sweeps/<name>.json``).
 
-Each point is one experiment: params ``diversity = D``, everything else as in the baseline commit.
-The points are read back from ``dvc exp show --json`` so the curve is exactly what
-``dvc exp show`` lists, and written to ``metrics/diversity.json`` for the report stage.
+Each point is one experiment: the swept values, everything else as in the baseline commit. The
+points are read back from ``dvc exp show --json``, so a curve is exactly what ``dvc exp show``
+lists, and each file records the parameters its experiments ran with, so the report shows it only
+beside a run of the same configuration.
 """
 
 from __future__ import annotations
@@ -81,12 +84,14 @@ def flatten(obj: object, prefix: str = "") -> dict[str, object]:
     return {prefix.rstrip("."): obj}
 
 
-def sweep_fingerprint(params_dump: dict) -> dict[str, object]:
-    """The parameters a sweep point depends on, flattened (``params.model_dump(mode="json")`` in)."""
+def sweep_fingerprint(params_dump: dict, left_out: Sequence[str] = NOT_IN_FINGERPRINT) -> dict[str, object]:
+    """The parameters a sweep point depends on, flattened (``params.model_dump(mode="json")`` in),
+    without the sections ``left_out`` (the sweep's own axis; ``report``, which only draws)."""
+    left_out = (*left_out, "report")
     return {
         k: v
         for k, v in flatten(params_dump).items()
-        if k.split(".")[0] not in NOT_IN_FINGERPRINT and k not in OPERATIONAL_KEYS
+        if k.split(".")[0] not in left_out and k not in left_out and k not in OPERATIONAL_KEYS
     }
 
 
@@ -111,4 +116,152 @@ def stale_reason(recorded: dict, params_dump: dict, headline: dict[str, float], 
                 f"its D={diversity} point for {task} ({100 * point['accuracy']:.1f}%) is not this run's "
                 f"Fine-tune-CoT accuracy ({100 * headline[task]:.1f}%): it was made by other code or data"
             )
+    return None
+
+
+# ---- any parameter grid (scripts/sweep.py) ------------------------------------------------------
+
+NULL_WORDS = ("all", "null", "none")
+
+
+class SweepError(ValueError):
+    """A sweep that cannot be run or read back: a bad --set, a missing or failed experiment."""
+
+
+def parse_value(text: str) -> object:
+    """One value of ``--set key=a,b``: YAML (``8``, ``0.5``, ``true``, ``[0,1]``); ``all`` / ``null``
+    / ``none`` mean null (e.g. ``data.max_train=all``: no cap)."""
+    import yaml
+
+    if text.strip().lower() in NULL_WORDS:
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SweepError(f"{text!r} is not a value ({err})") from None
+
+
+def parse_grid(sets: Sequence[str], known_keys: Sequence[str]) -> dict[str, list]:
+    """``["diversity=1,2", "data.max_train=50,all"]`` -> ``{"diversity": [1, 2], "data.max_train": [50, None]}``."""
+    grid: dict[str, list] = {}
+    for item in sets:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        if not sep or not values.strip():
+            raise SweepError(f"--set {item!r}: write key=value1,value2,...")
+        if key not in known_keys:
+            close = [k for k in known_keys if k.split(".")[-1] == key.split(".")[-1]]
+            raise SweepError(
+                f"--set {item!r}: {key!r} is no parameter" + (f" (did you mean {close[0]}?)" if close else "")
+            )
+        if key in grid:
+            raise SweepError(f"--set {key} is given twice")
+        grid[key] = [parse_value(v) for v in _split_values(values)]
+    if not grid:
+        raise SweepError("nothing to sweep: give at least one --set key=values")
+    return grid
+
+
+def _split_values(text: str) -> list[str]:
+    """Values split at commas outside brackets (``seeds=[0,1],[2,3]``)."""
+    values, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "," and depth == 0:
+            values.append(current)
+            current = ""
+        else:
+            current += ch
+    return [*values, current]
+
+
+def grid_points(grid: dict[str, list]) -> list[dict[str, object]]:
+    """Every combination, the last key varying fastest."""
+    import itertools
+
+    keys = list(grid)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def point_slug(point: dict[str, object]) -> str:
+    """A point as a piece of an experiment name: ``8``, ``8-50``, ``all``."""
+    import json
+    import re
+
+    parts = ["all" if v is None else json.dumps(v, separators=(",", ":")) for v in point.values()]
+    slug = "-".join(re.sub(r"[^A-Za-z0-9.]+", "_", part).strip("_") for part in parts)
+    if len(slug) > 40:
+        import hashlib
+
+        slug = hashlib.sha256(slug.encode()).hexdigest()[:10]
+    return slug
+
+
+def set_args(point: dict[str, object]) -> list[str]:
+    """``dvc exp run -S`` arguments for a point (values as YAML, null for None)."""
+    import json
+
+    out = []
+    for key, value in point.items():
+        out += ["-S", f"{key}={'null' if value is None else json.dumps(value)}"]
+    return out
+
+
+def _dotted(params: dict, key: str) -> object:
+    for part in key.split("."):
+        if not isinstance(params, dict) or part not in params:
+            return "<missing>"
+        params = params[part]
+    return params
+
+
+def sweep_points(exp_show: list, names: dict[str, dict], tasks: Sequence[str]) -> list[dict]:
+    """``[{task, method, values, accuracy, accuracy_ci_low, accuracy_ci_high, experiment}]`` for the
+    experiments of ``names`` (``{experiment name: point}``), every method the headline holds (the
+    fine-tuned students and the teacher's test accuracy). Raises if one is missing, failed, or ran
+    with other values than its point's."""
+    by_name = {s.get("name"): s for s in _states(exp_show) if s.get("name")}
+    points = []
+    for name, point in names.items():
+        state = by_name.get(name)
+        if state is None or state.get("error"):
+            raise SweepError(f"experiment {name} ({point}) is missing or failed: see `dvc exp show`")
+        params = _file_data(state["data"]["params"], "params.yaml")
+        for key, value in point.items():
+            if _dotted(params, key) != value:
+                raise SweepError(f"experiment {name} ran with {key}={_dotted(params, key)!r}, expected {value!r}")
+        metrics = _file_data(state["data"].get("metrics"), HEADLINE)
+        for task in tasks:
+            if task not in metrics:
+                raise SweepError(f"experiment {name} has no results for task {task}")
+            for method, m in metrics[task].items():
+                accuracy = m.get("accuracy", m.get("test_accuracy"))
+                if accuracy is None:
+                    continue
+                points.append(
+                    {
+                        "task": task,
+                        "method": method,
+                        "values": point,
+                        "accuracy": accuracy,
+                        "accuracy_ci_low": m.get("accuracy_ci_low"),
+                        "accuracy_ci_high": m.get("accuracy_ci_high"),
+                        "experiment": name,
+                    }
+                )
+    return points
+
+
+def sweep_stale_reason(recorded: dict, params_dump: dict) -> str | None:
+    """Why a recorded sweep (``metrics/sweeps/<name>.json``) was made with other parameters than
+    this run's (all but its swept keys and ``report``), or None."""
+    if "params" not in recorded or "keys" not in recorded:
+        return "it does not record the parameters it ran with"
+    ours = {k: v for k, v in sweep_fingerprint(params_dump, ()).items() if k not in recorded["keys"]}
+    theirs = {k: v for k, v in recorded["params"].items() if k not in recorded["keys"]}
+    changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+    if changed:
+        shown = ", ".join(f"{k} ({theirs.get(k)!r} there, {ours.get(k)!r} here)" for k in changed[:4])
+        return f"it ran with other parameters: {shown}" + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
     return None

@@ -17,11 +17,11 @@ class LeakageError(FtcotError, AssertionError):
     """A test question reached a training or validation set."""
 
 
-def assert_no_leakage(test: Sequence[dict], *others: Sequence[dict]) -> None:
-    """Raises if any test question (by id or by text) is in another set. Always on: not an
-    ``assert`` statement, which ``python -O`` would remove."""
+def assert_no_leakage(test: Sequence[dict], *others: Sequence[dict], same_text_allowed: bool = False) -> None:
+    """Raises if any test question (by id, or by text unless ``same_text_allowed``) is in another
+    set. Always on: not an ``assert`` statement, which ``python -O`` would remove."""
     test_ids = {r["question_id"] for r in test}
-    test_texts = {r["question"].strip().lower() for r in test}
+    test_texts = set() if same_text_allowed else {r["question"].strip().lower() for r in test}
     for other in others:
         for r in other:
             if r["question_id"] in test_ids or r["question"].strip().lower() in test_texts:
@@ -41,7 +41,7 @@ def _example(record: dict, rationale: str | None, source_id: str) -> dict:
 
 
 def build_finetune_sets(
-    records: Sequence[dict], kept: Sequence[dict], val_fraction: float, seed: int
+    records: Sequence[dict], kept: Sequence[dict], val_fraction: float, seed: int, same_text_allowed: bool = False
 ) -> dict[str, list[dict]]:
     """Returns ``train_ft_cot, val_ft_cot, train_vanilla, val_vanilla, test``.
 
@@ -80,5 +80,6 @@ def build_finetune_sets(
         "val_vanilla": [_example(r, None, r["id"]) for r in train_records if r["id"] in val_ids],
         "test": [_example(r, None, r["id"]) for r in test_records],
     }
-    assert_no_leakage(splits["test"], *(splits[name] for name in splits if name != "test"))
+    others = (splits[name] for name in splits if name != "test")
+    assert_no_leakage(splits["test"], *others, same_text_allowed=same_text_allowed)
     return splits

@@ -21,15 +21,20 @@ def _rate(num: int, den: int) -> float:
     return round(num / den, 6) if den else 0.0
 
 
-def filter_rationales(rationales: Sequence[dict]) -> tuple[list[dict], dict]:
-    """The kept (correct) rationales and the filter's metrics."""
+def filter_rationales(rationales: Sequence[dict], keep: str = "correct") -> tuple[list[dict], dict]:
+    """The kept rationales and the filter's metrics. ``keep``: ``correct`` (the paper: those whose
+    final answer is right) or ``all`` (the ablation without filtering: every rationale that is not
+    empty, right or wrong)."""
+    if keep not in ("correct", "all"):
+        raise ValueError(f"keep must be 'correct' or 'all', got {keep!r}")
     judged = judge_rationales(rationales)
-    kept = [r for r in judged if r["correct"]]
+    kept = [r for r in judged if (r["correct"] if keep == "correct" else bool(r["rationale"].strip()))]
     questions = {r["question_id"] for r in judged}
     first = [r for r in judged if r["sample_index"] == 0]
     parsed = sum(r["prediction"] is not None for r in judged)
     metrics = {
         "rules_version": RULES_VERSION,
+        **({} if keep == "correct" else {"keep": keep, "kept_wrong": sum(not r["correct"] for r in kept)}),
         "questions": len(questions),
         "rationales": len(judged),
         "kept": len(kept),

@@ -1,9 +1,16 @@
-"""The replay teacher: teacher outputs read from a file of recorded completions, to share them
-between people and to reproduce published ones without paying again.
+"""The replay teacher: teacher outputs read from files of recorded completions, to share them
+between people and to reproduce published ones without paying again (``teacher.replay.format``).
 
-Format: one JSON object per line, ``{"question_id" | "question", "sample_index", "rationale",
-"answer"}``, where ``answer`` is the answer step's text (e.g. ``"18"`` or ``" The answer is 18."``)
-read with the task's answer rules. Lines are matched to questions by id, or else by question text.
+- ``ftcot``: one JSON object per line, ``{"question_id" | "question", "sample_index", "rationale",
+  "answer"}``, where ``answer`` is the answer step's text (e.g. ``"18"`` or ``" The answer is
+  18."``) read with the task's answer rules. Lines are matched to questions by id, or else by
+  question text.
+- ``kojima``: Kojima et al.'s zero-shot-CoT log of the task (:mod:`ftcot.teacher.published`):
+  its blocks follow the dataset file's order, so block ``i`` is the question of index ``i`` (of
+  the test set, for logs of test sets only); each match is checked on the question's text, and
+  choice letters are renamed where the log lists the choices in another order.
+- ``reasoning_teacher``: the paper's own ``D_<task>.json``, matched by ``sample_index`` (checked on
+  the question's text) or else by text; ``completion_index`` is the sample.
 """
 
 from __future__ import annotations
@@ -12,21 +19,34 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from ftcot.data.sources import sha256_file
+from ftcot.answers import answer_type_of
+from ftcot.data.sources import SourceFile, fetch_file, resolve_mirror, sha256_file
 from ftcot.data.splits import normalize_question
-from ftcot.io import DataError, read_jsonl
+from ftcot.io import DataError, default_cache_dir, read_jsonl
 from ftcot.teacher.base import Completion, CompletionRequest, RequestFailure, ResultCallback, TeacherError
+from ftcot.teacher.published import (
+    KOJIMA_LOGS,
+    dataset_index,
+    letter_map,
+    parse_kojima_log,
+    question_stem,
+    read_reasoning_teacher,
+    reasoning_teacher_file,
+    remap_letters,
+)
 
 
 class ReplayTeacher:
     backend = "replay"
 
     def __init__(self, path: str | Path, records: Sequence[dict], model: str = "replay"):
+        """The ``ftcot`` format: ``path`` is ``<teacher.replay.dir>/<task>.jsonl``."""
         self.path = Path(path)
         if not self.path.is_file():
             raise TeacherError(f"teacher.backend is replay, but {self.path} does not exist")
         self.model = model
         self._digest = sha256_file(self.path)
+        self._identity = self._digest
         text_of = {r["id"]: r["question"] for r in records}
         asked = {normalize_question(r["question"]) for r in records}
         self._entries: dict[tuple[str, int], dict] = {}
@@ -65,7 +85,7 @@ class ReplayTeacher:
                         "rationale or answer: keep one of them"
                     )
                 continue  # the same line twice: harmless
-            self._entries[key] = entry
+            self._entries[key] = {"rationale": content[0], "answer": content[1]}
             line_of[key] = lineno
         covered = {q for q, _ in self._entries} & asked
         if not covered:
@@ -74,9 +94,94 @@ class ReplayTeacher:
                 "by question text ignoring case and spacing): is it the file of another task?"
             )
 
+    @classmethod
+    def _from_entries(cls, path: Path, identity: str, model: str, entries: dict) -> ReplayTeacher:
+        teacher = cls.__new__(cls)
+        teacher.path, teacher.model, teacher._identity, teacher._entries = path, model, identity, entries
+        return teacher
+
+    @classmethod
+    def from_kojima_log(cls, path: Path, task: str, records: Sequence[dict], model: str) -> ReplayTeacher:
+        """Kojima et al.'s log of ``task``, matched to the records by question text (letters and
+        digits, the choices aside: :func:`ftcot.teacher.published.question_stem`); a question asked
+        twice in the dataset takes the log's blocks of that text in order. Choice letters are renamed
+        where the log lists a question's choices in another order than the record."""
+        parsed = parse_kojima_log(path)
+        blocks: dict[str, list] = {}
+        for block in parsed.blocks:
+            blocks.setdefault(question_stem(block.question), []).append(block)
+        taken: dict[str, int] = {}
+        entries: dict[tuple[str, int], dict] = {}
+        for record in sorted(records, key=lambda r: r["id"]):
+            stem = question_stem(record["question"])
+            same = blocks.get(stem, [])
+            if not same:
+                continue  # a question the log does not answer (a train question of a test-set log)
+            block = same[min(taken.get(stem, 0), len(same) - 1)]
+            taken[stem] = taken.get(stem, 0) + 1
+            rename = letter_map(block.question, record["question"]) if answer_type_of(record).labels else {}
+            entries[(normalize_question(record["question"]), 0)] = {
+                "rationale": remap_letters(block.rationale, rename, bracketed_only=True),
+                "answer": remap_letters(block.answer, rename, bracketed_only=False),
+            }
+        if not entries:
+            raise TeacherError(
+                f"{path}: none of its {len(parsed.blocks)} questions is a question of task {task!r}: is it the log "
+                "of another task, or the task built from another source (Coin Flip and Last Letters need "
+                "data.<task>.source: paper)?"
+            )
+        teacher = cls._from_entries(path, f"kojima:{sha256_file(path)}", model, entries)
+        teacher.printed_accuracy = parsed.accuracy
+        return teacher
+
+    @classmethod
+    def from_reasoning_teacher(cls, path: Path, task: str, records: Sequence[dict], model: str) -> ReplayTeacher:
+        """reasoning-teacher's ``D_<task>.json``: by ``sample_index`` where the record's id gives
+        its index (checked on the text), else by the question's text."""
+        completions = read_reasoning_teacher(path, task)
+        by_index: dict[int, list[dict]] = {}
+        by_stem: dict[str, list[dict]] = {}
+        for entry in completions:
+            by_index.setdefault(entry["sample_index"], []).append(entry)
+            if isinstance(entry.get("question"), str):
+                by_stem.setdefault(question_stem(entry["question"]), []).append(entry)
+        entries: dict[tuple[str, int], dict] = {}
+        for record in records:
+            index = dataset_index(record["id"], task)
+            found = by_index.get(index, []) if index is not None else []
+            stem = question_stem(record["question"])
+            if found and isinstance(found[0].get("question"), str) and question_stem(found[0]["question"]) != stem:
+                raise TeacherError(
+                    f"{path}: sample_index {index} is another question than {record['id']} "
+                    f"({found[0]['question'][:60]!r}): is it the file of another dataset?"
+                )
+            for entry in found or by_stem.get(stem, []):
+                key = (normalize_question(record["question"]), entry["completion_index"])
+                entries[key] = {"rationale": entry["reasoning_completion"], "answer": entry["completion"]}
+        if not entries:
+            raise TeacherError(f"{path}: none of its {len(completions)} completions is for a question asked here")
+        return cls._from_entries(path, f"reasoning-teacher:{sha256_file(path)}", model, entries)
+
+    def coverage(self, records: Sequence[dict], diversity: int) -> dict:
+        """How many of the asked questions (``records``, ``diversity`` samples each) the file answers,
+        and which it does not; asking for more samples than it holds for any question is an error."""
+        held: dict[str, int] = {}
+        for question, sample in self._entries:
+            held[question] = max(held.get(question, 0), sample + 1)
+        counts = [held.get(normalize_question(r["question"]), 0) for r in records]
+        found = [r for r, n in zip(records, counts, strict=True) if n]
+        most = max(counts, default=0)
+        if found and diversity > most:
+            raise TeacherError(
+                f"{self.path} holds at most {most} sample(s) per question, but diversity is {diversity}: "
+                "lower diversity, or replay a file with more samples"
+            )
+        short = [r["id"] for r, n in zip(records, counts, strict=True) if n < diversity]
+        return {"questions": len(records), "found": len(records) - len(short), "missing": short}
+
     @property
     def endpoint(self) -> str:
-        return f"replay:{self._digest}"
+        return f"replay:{self._identity}"
 
     def complete(self, requests: Sequence[CompletionRequest], on_result: ResultCallback) -> list[RequestFailure]:
         failures = []
@@ -89,6 +194,41 @@ class ReplayTeacher:
             if entry is None:
                 failures.append(RequestFailure(i, f"no recorded completion in {self.path}"))
                 continue
-            text = str(entry["answer"] if meta.step == "answer" else entry["rationale"])
+            text = entry["answer"] if meta.step == "answer" else entry["rationale"]
             on_result(i, Completion(text=text, finish_reason="replay", prompt_tokens=0, completion_tokens=0))
         return failures
+
+
+def replay_teacher(
+    fmt: str,
+    folder: str | Path,
+    task: str,
+    records: Sequence[dict],
+    model: str,
+    completion_key: str = "zs_cot",
+    mirror: str | None = None,
+    verify_checksums: bool = True,
+) -> ReplayTeacher:
+    """The replay teacher of ``teacher.replay``: ``ftcot`` reads ``<folder>/<task>.jsonl``;
+    ``kojima`` downloads (or reads in the mirror) Kojima et al.'s log of the task, pinned by
+    SHA-256; ``reasoning_teacher`` reads ``<folder>/B_<model>__C_<completion_key>/D_<task>.json``."""
+    if fmt == "ftcot":
+        return ReplayTeacher(Path(folder) / f"{task}.jsonl", records, model=model)
+    if fmt == "kojima":
+        log = KOJIMA_LOGS.get(task)
+        if log is None:
+            raise TeacherError(
+                f"teacher.replay.format: kojima has no log of task {task!r}: Kojima et al. published logs of "
+                f"{sorted(KOJIMA_LOGS)}"
+            )
+        path, _ = fetch_file(
+            SourceFile(log.mirror, log.url, log.sha256),
+            resolve_mirror(mirror),
+            default_cache_dir() / "datasets",
+            verify=verify_checksums,
+        )
+        return ReplayTeacher.from_kojima_log(path, task, records, model)
+    if fmt == "reasoning_teacher":
+        path = reasoning_teacher_file(Path(folder), model, completion_key, task)
+        return ReplayTeacher.from_reasoning_teacher(path, task, records, model)
+    raise TeacherError(f"teacher.replay.format must be ftcot, kojima or reasoning_teacher, got {fmt!r}")

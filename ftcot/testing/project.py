@@ -41,6 +41,8 @@ def copy_project(root: Path, params_text: str | None = None) -> Path:
         (root / "params.yaml").write_text(params_text)
     (root / "metrics").mkdir(exist_ok=True)
     (root / "metrics/diversity.json").write_text('{"points": []}\n')  # no sweep yet
+    (root / "metrics/sweeps").mkdir(exist_ok=True)
+    (root / "metrics/sweeps/README.md").write_text("Sweeps of scripts/sweep.py.\n")
     (root / ".gitignore").write_text(".teacher-cache-*\n__pycache__/\n")
     env = project_env(root)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "project"]):
