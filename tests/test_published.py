@@ -179,6 +179,13 @@ def test_bad_published_inputs_are_named_before_any_training(mirror, tmp_path):
     path.write_text(json.dumps({"data": [1, 2]}))
     with pytest.raises(TeacherError, match=r"expected \{'metadata'"):
         replay_teacher("reasoning_teacher", tmp_path / "a", "coin_flip", recs, "text-davinci-002")
+    twice = json.loads(json.dumps(raw))
+    twice["data"]["0"].append({**twice["data"]["0"][0], "reasoning_completion": " Something else."})
+    path.write_text(json.dumps(twice))
+    with pytest.raises(
+        TeacherError, match=r"data\['0'\]\[1\]: completion_index 0 is also data\['0'\]\[0\], with other"
+    ):
+        replay_teacher("reasoning_teacher", tmp_path / "a", "coin_flip", recs, "text-davinci-002")
     raw["data"]["0"][0]["question"] = "Another question entirely?"
     path.write_text(json.dumps(raw))
     with pytest.raises(TeacherError, match=r"sample_index 0 is another question than coin_flip-000"):

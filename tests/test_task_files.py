@@ -237,6 +237,20 @@ fields: {question: q, choices: o, answer: a}
         fetch("mine")
 
 
+def test_a_downloaded_source_whose_checksum_does_not_match_names_the_task_file_and_key(tmp_path, monkeypatch):
+    url = "https://example.org/data/sums.jsonl"
+    pinned = SUMS_TASK.replace("{path: data/sums.jsonl}", "{url: " + url + ", sha256: '" + "0" * 64 + "'}")
+    write_task(tmp_path, pinned, {"mirror/example.org/data/sums.jsonl": SUMS})
+    monkeypatch.chdir(tmp_path)
+    named = r"\[task file tasks/mine\.yaml, key source\.all\]"
+    with pytest.raises(DataError, match=r"sums\.jsonl: SHA-256 .* does not match the pinned 0{64}.*" + named):
+        fetch("mine", mirror=str(tmp_path / "mirror"))
+    with pytest.raises(DataError, match=r"has no example\.org/data/sums\.jsonl.*" + named):
+        fetch("mine", mirror=str(tmp_path))  # the mirror lacks it
+    records, _ = fetch("mine", mirror=str(tmp_path / "mirror"), verify_checksums=False)
+    assert len(records) == 40
+
+
 def test_a_project_task_may_not_take_a_built_in_name(tmp_path, monkeypatch):
     write_task(tmp_path, SUMS_TASK, name="gsm8k.yaml")
     monkeypatch.chdir(tmp_path)

@@ -1,9 +1,11 @@
+from dataclasses import replace
+
 import pytest
 
 from ftcot.answers import extract_answer
 from ftcot.data.synthetic import generate_records
 from ftcot.data.tasks import get_task
-from ftcot.teacher.base import Completion, CompletionRequest
+from ftcot.teacher.base import Completion, CompletionRequest, RequestMeta
 from ftcot.teacher.cache import CompletionCache, cache_key, encode_record
 from ftcot.teacher.oracle import OracleTeacher, UnsupportedQuestion
 from ftcot.teacher.prompts import rationale_prompt
@@ -59,6 +61,10 @@ def test_cache_key_depends_on_endpoint_and_sample():
     assert base != cache_key("http://a/v1", "m2", r)
     assert base != cache_key("http://a/v1", "m", CompletionRequest(r.prompt, 1, 0.7, 64))
     assert base == cache_key("http://a/v1", "m", CompletionRequest(r.prompt, 0, 0.7, 64))
+    # What a request is for travels beside it, outside the key: the same prompt is the same answer.
+    meta = RequestMeta("coin_flip-001", "x", "rationale")
+    assert base == cache_key("http://a/v1", "m", CompletionRequest(r.prompt, 0, 0.7, 64, meta))
+    assert base == cache_key("http://a/v1", "m", CompletionRequest(r.prompt, 0, 0.7, 64, replace(meta, step="answer")))
 
 
 def legacy_line(key: str, endpoint: str, model: str, request: CompletionRequest, text: str) -> str:

@@ -143,3 +143,60 @@ def test_answers_of_a_resumed_batch_that_this_run_does_not_need_are_kept(tmp_pat
         assert server.uploads == 1 and stats.requests_sent == 10
         assert len(cache) == 100 and len(cache.batches) == 0  # the other 90 paid answers are stored too
         assert all(server.successes[request_identity(teacher._body(r))] == 1 for r in earlier)
+
+
+def test_a_run_killed_between_creating_a_batch_and_recording_it_finds_that_batch_again(tmp_path, monkeypatch):
+    """The upload is recorded before its batch is created, so the next run looks the batch up by its
+    input file (the Batch API's list) instead of creating, and paying for, a second one."""
+    from ftcot.teacher.cache import BatchLedger
+
+    with FakeOpenAI() as server:
+        cache = CompletionCache(tmp_path)
+        original = BatchLedger.rename
+        one_at_a_time = {"batch_max_requests": 100, "batch_concurrency": 1}
+        teacher = batch_teacher(server, cache, **one_at_a_time)
+
+        def die(self, old, new):  # the process dies right after batches.create returned
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(BatchLedger, "rename", die)
+        with pytest.raises(KeyboardInterrupt):
+            resolve(requests(300), teacher, cache, TeachRunStats())
+        keys = [cache_key(teacher.endpoint, teacher.model, r) for r in requests(300)]
+        # Created on the server; in the ledger only as its upload.
+        assert len(server.batches) == 1 and len(cache) == 0
+        assert cache.batches.pending(teacher.endpoint, teacher.model, keys) == ["upload:file-0"]
+        monkeypatch.setattr(BatchLedger, "rename", original)
+
+        stats = TeachRunStats()
+        got, _ = resolve(requests(300), batch_teacher(server, cache, **one_at_a_time), cache, stats)
+        assert len(server.batches) == 3 and server.uploads == 3  # batch-1 found again, not created twice
+        assert len(cache) == 300 == len(got) and len(cache.batches) == 0
+        assert all(count == 1 for count in server.successes.values()) and len(server.successes) == 300
+
+
+def test_an_upload_that_was_never_made_into_a_batch_is_created_once_by_the_next_run(tmp_path):
+    with FakeOpenAI() as server:
+        cache = CompletionCache(tmp_path)
+        teacher = batch_teacher(server, cache)
+        asked = [(cache_key(teacher.endpoint, teacher.model, r), r) for r in requests(20)]
+        body = b"\n".join(teacher._batch_line(k, r) for k, r in asked) + b"\n"
+        uploaded = server._upload(
+            "multipart/form-data; boundary=b",
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="r.jsonl"\r\n\r\n' + body + b"\r\n--b--\r\n",
+        )
+        cache.batches.record(f"upload:{uploaded['id']}", teacher.endpoint, teacher.model, asked)  # killed here
+        got, _ = resolve(requests(20), teacher, cache, TeachRunStats())
+        assert server.uploads == 1 and len(server.batches) == 1  # the file uploaded before is the batch's
+        assert len(got) == 20 == len(cache) and len(cache.batches) == 0
+
+
+def test_a_refused_key_stops_the_batches_not_yet_uploaded_and_is_not_printed(tmp_path):
+    with FakeOpenAI(refuse_batch_key=True) as server:
+        cache = CompletionCache(tmp_path)
+        teacher = batch_teacher(server, cache, batch_max_requests=10, batch_concurrency=1)
+        with pytest.raises(TeacherError, match=r"HTTP 401.*FAKE_KEY") as err:
+            resolve(requests(200), teacher, cache, TeachRunStats())
+        assert server.upload_attempts == 1  # not 20: the other batches were never uploaded
+        assert "sk-test-not-a-secret" not in str(err.value) and server.refusals  # the server echoed it
+        assert len(server.batches) == 0 and len(cache.batches) == 0

@@ -41,6 +41,22 @@ def _local_file(task: Task, ref: FileRef) -> tuple[Path, str]:
     return path, digest
 
 
+def _source_key(task: Task, spec: SourceSpec) -> str:
+    """Where ``spec`` is in its task file: ``source``, or ``sources.<name>``."""
+    if task.spec.sources is None:
+        return "source"
+    return next(f"sources.{name}" for name, s in task.spec.sources.items() if s is spec)
+
+
+def _fetch_pinned(task: Task, ref: FileRef, params: DataSection, download_dir: Path, key: str) -> tuple[Path, str]:
+    """A file of a task file's ``url`` + ``sha256``; a file that cannot be had or does not match its
+    checksum is an error naming the task file and the key."""
+    try:
+        return fetch_file(source_file(ref), resolve_mirror(params.mirror), download_dir, params.verify_checksums)
+    except DataError as err:
+        raise DataError(f"{err} [task file {task.path}, key {key}]") from None
+
+
 def read_source(
     task: Task, spec: SourceSpec, params: DataSection, seed: int, download_dir: Path, roles: list[str]
 ) -> tuple[dict[str, list[dict]], dict[str, str]]:
@@ -57,9 +73,7 @@ def read_source(
             origin = f"{ref.hub}[{ref.split}]"
         else:
             if ref.url is not None:
-                path, digest = fetch_file(
-                    source_file(ref), resolve_mirror(params.mirror), download_dir, verify=params.verify_checksums
-                )
+                path, digest = _fetch_pinned(task, ref, params, download_dir, f"{_source_key(task, spec)}.{role}")
                 digests[ref.url] = digest
             else:
                 path, digest = _local_file(task, ref)
@@ -124,9 +138,7 @@ def _index_split(
 ) -> tuple[tuple[list[int], list[int]], str]:
     """Train and test indices from a split file ``{train: [...], test: [...]}``, checked."""
     if ref.url is not None:
-        path, digest = fetch_file(
-            source_file(ref), resolve_mirror(params.mirror), download_dir, params.verify_checksums
-        )
+        path, digest = _fetch_pinned(task, ref, params, download_dir, f"split.index_files.{name}")
     else:
         path, digest = _local_file(task, ref)
     where = f"{path} (split {name!r} of {task.path})"

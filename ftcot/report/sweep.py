@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 
 from ftcot import paths
 from ftcot.config import OPERATIONAL_KEYS
+from ftcot.errors import FtcotError
 
 
 def _states(node) -> Iterator[dict]:
@@ -124,7 +125,7 @@ def stale_reason(recorded: dict, params_dump: dict, headline: dict[str, float], 
 NULL_WORDS = ("all", "null", "none")
 
 
-class SweepError(ValueError):
+class SweepError(FtcotError, ValueError):
     """A sweep that cannot be run or read back: a bad --set, a missing or failed experiment."""
 
 

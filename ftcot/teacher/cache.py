@@ -524,6 +524,13 @@ class BatchLedger:
             db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?)", (batch_id, endpoint, model))
             db.executemany("INSERT OR REPLACE INTO batch_requests VALUES (?, ?, ?)", rows)
 
+    def rename(self, old: str, new: str) -> None:
+        """The entry of an upload (``upload:<file id>``, recorded before its batch was created)
+        becomes the batch's."""
+        with self.cache._write() as db:
+            db.execute("UPDATE batches SET batch_id = ? WHERE batch_id = ?", (new, old))
+            db.execute("UPDATE batch_requests SET batch_id = ? WHERE batch_id = ?", (new, old))
+
     def pending(self, endpoint: str, model: str, keys: Sequence[str]) -> list[str]:
         """The uncollected batches of this endpoint and model that hold any of ``keys``."""
         found: set[str] = set()

@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import nullcontext
 from typing import Literal
 
@@ -40,6 +40,8 @@ BATCH_MAX_REQUESTS = 50_000
 BATCH_MAX_BYTES = 200_000_000
 # Refusals that no retry changes: after this many in a row, the run stops instead of sending the rest.
 FAIL_FAST_AFTER = 5
+# The ledger's name for an uploaded input file whose batch may not have been created yet.
+UPLOAD_PREFIX = "upload:"
 SYSTEMATIC_STATUSES = (401, 403, 404)
 
 
@@ -406,21 +408,57 @@ class OpenAITeacher:
             if ledger is not None:
                 ledger.forget(batch_id)
 
+        # A systematic refusal (a bad key, no quota) stops every batch not yet uploaded or created.
+        refused: list[openai.APIStatusError] = []
+
+        async def guarded(call: Callable[[], Awaitable]):
+            if refused:
+                raise refused[0]
+            try:
+                return await call()
+            except openai.APIStatusError as err:
+                if self._is_systematic(err):
+                    refused.append(err)
+                raise
+
+        async def create(file_id: str, asked: dict[str, CompletionRequest]) -> None:
+            # The upload is in the ledger before its batch is created: a run killed between the two
+            # finds the batch by its input file next time instead of creating (and paying for) another.
+            upload = f"{UPLOAD_PREFIX}{file_id}"
+            if ledger is not None:
+                ledger.record(upload, self.endpoint, self.model, list(asked.items()))
+            try:
+                batch = await guarded(
+                    lambda: client.batches.create(
+                        input_file_id=file_id, endpoint=self._batch_endpoint(), completion_window="24h"
+                    )
+                )
+            except openai.BadRequestError:
+                if ledger is not None:  # a file the API will never take: no batch, nothing to resume
+                    ledger.forget(upload)
+                raise
+            if ledger is not None:
+                ledger.rename(upload, batch.id)
+            await collect(batch.id, asked)
+
         async def submit(chunk: list[tuple[str, bytes]]) -> None:
             async with semaphore:
                 payload = b"\n".join(line for _, line in chunk) + b"\n"
-                uploaded = await client.files.create(file=("requests.jsonl", payload), purpose="batch")
-                batch = await client.batches.create(
-                    input_file_id=uploaded.id, endpoint=self._batch_endpoint(), completion_window="24h"
-                )
-                asked = {k: requests[index[k]] for k, _ in chunk}
-                if ledger is not None:
-                    ledger.record(batch.id, self.endpoint, self.model, list(asked.items()))
-                await collect(batch.id, asked)
+                uploaded = await guarded(lambda: client.files.create(file=("requests.jsonl", payload), purpose="batch"))
+                await create(uploaded.id, {k: requests[index[k]] for k, _ in chunk})
 
         async def resume(batch_id: str) -> None:
             async with semaphore:
-                await collect(batch_id, resumed_requests[batch_id])
+                asked = resumed_requests[batch_id]
+                if not batch_id.startswith(UPLOAD_PREFIX):
+                    return await collect(batch_id, asked)
+                file_id = batch_id.removeprefix(UPLOAD_PREFIX)
+                existing = await self._batch_of_file(client, file_id)
+                if existing is None:  # killed before its batch was created: created now, once
+                    return await create(file_id, asked)
+                if ledger is not None:
+                    ledger.rename(batch_id, existing)
+                await collect(existing, asked)
 
         try:
             outcomes = await asyncio.gather(
@@ -442,6 +480,14 @@ class OpenAITeacher:
                 )
             )
         return failures
+
+    @staticmethod
+    async def _batch_of_file(client: openai.AsyncOpenAI, file_id: str) -> str | None:
+        """The id of the batch created from the uploaded ``file_id``, or None (newest batches first)."""
+        async for batch in client.batches.list(limit=100):
+            if batch.input_file_id == file_id:
+                return batch.id
+        return None
 
     def _collect_batch_line(
         self,

@@ -191,6 +191,7 @@ def read_reasoning_teacher(path: Path, task: str) -> list[dict]:
     if key is not None and key != task:
         raise TeacherError(f"{path}: its dataset_key is {key!r}, not this task's {task!r}")
     out = []
+    seen: dict[tuple[int, int], tuple[int, tuple[str, str]]] = {}
     for index, samples in data["data"].items():
         if not isinstance(samples, list):
             raise TeacherError(f"{path}: data[{index!r}] is not a list of completions")
@@ -204,7 +205,15 @@ def read_reasoning_teacher(path: Path, task: str) -> list[dict]:
                 raise TeacherError(f"{where}: sample_index {entry['sample_index']} is filed under {index!r}")
             if not isinstance(entry["reasoning_completion"], str) or not isinstance(entry["completion"], str):
                 raise TeacherError(f"{where}: reasoning_completion and completion must be text")
-            out.append(entry)
+            content = (entry["reasoning_completion"], entry["completion"])
+            first = seen.setdefault((entry["sample_index"], entry["completion_index"]), (j, content))
+            if first[1] != content:
+                raise TeacherError(
+                    f"{where}: completion_index {entry['completion_index']} is also data[{index!r}][{first[0]}], "
+                    "with other content: keep one of them"
+                )
+            if first[0] == j:  # an exact repeat is harmless
+                out.append(entry)
     return out
 
 

@@ -1,12 +1,13 @@
 """A fault-injecting OpenAI-compatible HTTP server on 127.0.0.1, for tests and benchmarks.
 
 It implements /v1/models, /v1/chat/completions, /v1/completions and the Batch API's /v1/files,
-/v1/batches, /v1/batches/{id} and /v1/files/{id}/content. Answers are deterministic functions of
+/v1/batches (create and list), /v1/batches/{id} and /v1/files/{id}/content. Answers are deterministic functions of
 the request. ``faults`` decides, per request identity and attempt number, whether to answer 429
 (with Retry-After), 500, too slowly, with malformed JSON, or by dropping the connection (FAULTS);
 with a refusal that echoes the key it was sent, as real servers do (REFUSALS); or with valid JSON
 of an unexpected shape (SHAPES). Every attempt and every successful answer is counted per request
-identity, server-side. ``hold_batches`` keeps every batch in progress until it is set.
+identity, server-side. ``hold_batches`` keeps every batch in progress until it is set;
+``refuse_batch_key`` refuses every upload with a 401 that echoes the key.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class FakeOpenAI:
         answer: Callable[[str, dict], str] = default_answer,
         batch_polls_before_done: int = 1,
         hold_batches: threading.Event | None = None,
+        refuse_batch_key: bool = False,
     ):
         self.latency = latency
         self.faults = faults or (lambda identity, attempt: None)
@@ -82,6 +84,8 @@ class FakeOpenAI:
         self.answer = answer
         self.batch_polls_before_done = batch_polls_before_done
         self.hold_batches = hold_batches
+        self.refuse_batch_key = refuse_batch_key  # answer every upload with a 401 that echoes the key
+        self.upload_attempts = 0
         self.refusals: list[str] = []  # the text of every refusal sent (they echo the key)
         self.attempts: Counter[str] = Counter()
         self.successes: Counter[str] = Counter()
@@ -160,6 +164,9 @@ class FakeOpenAI:
             def do_GET(self) -> None:
                 if self.path.rstrip("/") == "/v1/models":
                     return self._json(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+                if self.path.split("?")[0].rstrip("/") == "/v1/batches":  # newest first, one page
+                    views = [fake._batch_view(b) for b in reversed(fake.batches.values())]
+                    return self._json(200, {"object": "list", "data": views, "has_more": False})
                 if self.path.startswith("/v1/batches/"):
                     batch = fake.batches[self.path.rsplit("/", 1)[1]]
                     batch["polls"] += 1
@@ -175,6 +182,12 @@ class FakeOpenAI:
             def do_POST(self) -> None:
                 raw = self._body()
                 if self.path == "/v1/files":
+                    fake.upload_attempts += 1
+                    if fake.refuse_batch_key:
+                        key = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                        message = f"Incorrect API key provided: {key}."
+                        fake.refusals.append(message)
+                        return self._json(401, {"error": {"message": message, "code": "invalid_api_key"}})
                     return self._json(200, fake._upload(self.headers["Content-Type"], raw))
                 if self.path == "/v1/batches":
                     return self._json(200, fake._create_batch(json.loads(raw)))
