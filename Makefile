@@ -24,8 +24,10 @@ setup: $(VENV)/.installed
 repro: setup
 	dvc repro
 
+# Test files run in parallel, one worker per core (pytest-xdist); a file's tests stay together, so
+# the module fixtures of the end-to-end tests are built once.
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

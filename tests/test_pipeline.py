@@ -1,6 +1,7 @@
 """End to end: the real `dvc repro` on a tiny configuration, in a temporary copy of the repo."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -132,16 +133,20 @@ def test_second_repro_runs_nothing(project):
     assert "Data and pipelines are up to date" in run(["dvc", "status"], root, env).stdout
 
 
-def test_outputs_are_byte_identical_on_another_cpu(project, tmp_path):
-    """The same pipeline where the libraries would pick other kernels (no AVX-512, MKL's AVX2
-    path), on one core: every tracked output, dvc.lock included, is the same."""
+def test_a_forced_rerun_elsewhere_on_another_cpu_with_a_cold_cache_is_byte_identical(project, tmp_path):
+    """The run copied to another folder and forced to run again where the libraries would pick other
+    kernels (no AVX-512, MKL's AVX2 path), on one core, with an empty teacher cache: every tracked
+    output, dvc.lock (every output's md5, models included) among them, is the same."""
     root, _, _ = project
-    other = copy_project(tmp_path / "other", read(root, "params.yaml"))
+    other = tmp_path / "other"
+    shutil.copytree(root, other, symlinks=True, ignore=shutil.ignore_patterns(".teacher-cache-*"))
     simulated = SIMULATED_CPUS["avx2-1-core"]
-    run([*simulated["prefix"], "dvc", "repro"], other, project_env(other, **simulated["env"]))
+    env = project_env(other, **simulated["env"], FTCOT_CACHE_DIR=str(other / ".teacher-cache-cold"))
+    run([*simulated["prefix"], "dvc", "repro", "--force"], other, env)
     mine, theirs = tracked_outputs(root), tracked_outputs(other)
     assert len(mine) > 40 and "models/coin_flip/ft_cot/seed0/model.safetensors" in mine
     assert not differing(mine, theirs)
+    assert json.loads(read(other, "metrics/teach/coin_flip.run.json"))["requests_sent"] > 0  # the cold cache
 
 
 def test_a_misspelt_or_mistyped_param_stops_repro_even_when_nothing_changed(project):
@@ -245,21 +250,6 @@ def test_student_or_evaluation_changes_never_touch_the_teacher(project):
         (root / "params.yaml").write_text(original)
     assert "finetune@coin_flip-ft_cot-0" in changed and "evaluate@coin_flip-vanilla-1" in changed
     assert not {s for s in changed if s.startswith(("fetch@", "teach@", "filter@", "split@"))}
-
-
-def test_forced_rerun_with_cold_cache_is_byte_identical(project):
-    root, env, _ = project
-
-    def tracked_metrics() -> dict:  # *.run.json say what a run cost, which depends on the cache
-        return {p: p.read_bytes() for p in sorted((root / "metrics").rglob("*.json")) if ".run." not in p.name}
-
-    before = tracked_metrics()
-    lock = read(root, "dvc.lock")
-    cold = {**env, "FTCOT_CACHE_DIR": str(root / ".teacher-cache-2")}
-    run(["dvc", "repro", "--force"], root, cold)
-    assert read(root, "dvc.lock") == lock  # every output's md5, models included
-    assert tracked_metrics() == before
-    assert json.loads(read(root, "metrics/teach/coin_flip.run.json"))["requests_sent"] > 0  # the cold cache
 
 
 def test_experiment_with_more_diversity_reruns_from_teach(project):

@@ -81,6 +81,8 @@ def smollm2_folder(name: str, cache_dir: Path | None = None) -> Path | None:
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         convert_gguf(gguf, Path(scratch) / "model")
         (Path(scratch) / "model" / _DONE).write_text(json.dumps({"source": gguf.name, "sha256": digest}) + "\n")
+        if (target / _DONE).is_file():
+            return target  # another process converted it meanwhile: theirs is the same
         if target.exists():
             shutil.rmtree(target)
         Path(scratch, "model").rename(target)  # atomic: a half-converted folder is never used

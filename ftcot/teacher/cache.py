@@ -287,7 +287,10 @@ class CompletionCache:
         except CacheError:
             pass  # claims of a dead owner are taken over by whoever needs them
         finally:
-            self._db.close()
+            try:
+                self._db.close()
+            except sqlite3.ProgrammingError:
+                pass  # collected in another thread than the one that opened it: the handle ends with the process
             self._db = None
             if self._owner_lock is not None:
                 (self.directory / "owners" / f"{self._owner}.lock").unlink(missing_ok=True)
