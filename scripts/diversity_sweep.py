@@ -23,14 +23,12 @@ experiments yourself with `dvc exp show` or `dvc metrics diff div1-<commit> div8
 """
 
 import argparse
-import json
-import subprocess
 import sys
 
 from ftcot import paths
-from ftcot.config import ConfigError, load_params
+from ftcot.config import load_params
 from ftcot.io import write_json
-from ftcot.report.experiments import dvc, exp_show, head_commit, run_experiments
+from ftcot.report.experiments import dvc, exp_show, head_commit, run_experiments, run_script
 from ftcot.report.sweep import diversity_points, sweep_fingerprint
 
 OUT = paths.DIVERSITY_SWEEP
@@ -64,10 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except subprocess.CalledProcessError as err:
-        sys.exit(f"error: `{' '.join(err.cmd)}` failed (exit {err.returncode}); its own message is above")
-    except (RuntimeError, ConfigError, json.JSONDecodeError) as err:
-        # What went wrong is the user's to fix (a failed experiment, a bad params.yaml): no traceback.
-        sys.exit(f"error: {err}")
+    run_script(main)

@@ -25,7 +25,6 @@ beside a run with the same parameters, and says why it leaves one out.
 import argparse
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import yaml
 from ftcot import paths
 from ftcot.config import ConfigError, leaf_keys, load_params, parse_params
 from ftcot.io import write_json
-from ftcot.report.experiments import dvc, exp_show, head_commit, run_experiments
+from ftcot.report.experiments import dvc, exp_show, head_commit, run_experiments, run_script
 from ftcot.report.sweep import (
     SweepError,
     grid_points,
@@ -99,9 +98,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except subprocess.CalledProcessError as err:
-        sys.exit(f"error: `{' '.join(err.cmd)}` failed (exit {err.returncode}); its own message is above")
-    except (RuntimeError, ConfigError, SweepError, json.JSONDecodeError) as err:
-        sys.exit(f"error: {err}")
+    run_script(main)

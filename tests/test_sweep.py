@@ -5,9 +5,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ftcot.config import load_params
+import pytest
+import yaml
+
+from ftcot.config import leaf_keys, load_params
 from ftcot.report.document import render_markdown
-from ftcot.report.sweep import flatten, stale_reason, sweep_fingerprint
+from ftcot.report.sweep import (
+    SweepError,
+    flatten,
+    grid_points,
+    parse_grid,
+    point_slug,
+    set_args,
+    stale_reason,
+    sweep_fingerprint,
+    sweep_points,
+    sweep_stale_reason,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,20 +101,6 @@ def test_collect_only_without_experiments_ends_in_a_message(tmp_path):
 
 
 # ---- any parameter grid (scripts/sweep.py) ------------------------------------------------------
-
-import pytest  # noqa: E402
-
-from ftcot.config import leaf_keys  # noqa: E402
-from ftcot.report.document import render_markdown as render  # noqa: E402
-from ftcot.report.sweep import (  # noqa: E402
-    SweepError,
-    grid_points,
-    parse_grid,
-    point_slug,
-    set_args,
-    sweep_points,
-    sweep_stale_reason,
-)
 
 
 def test_a_grid_of_any_parameters():
@@ -186,6 +186,25 @@ def test_a_recorded_sweep_is_shown_only_beside_a_run_of_its_parameters():
     other["student"]["epochs"] = 1.0
     assert sweep_stale_reason(record, other).startswith("it ran with other parameters: student.epochs")
     summary = {"teacher": "t", "student": "s", "diversity": 1, "tasks": {}}
-    md = render(summary, {}, {}, {"sweep/keep": "sweep_keep.png"}, [], None, [record])
+    md = render_markdown(summary, {}, {}, {"sweep/keep": "sweep_keep.png"}, [], None, [record])
     assert "### keep" in md and "| coin_flip | Student: Fine-tune-CoT | all | 50.0 [40.0, 60.0] |" in md
     assert "![Sweep keep](sweep_keep.png)" in md
+
+
+def test_a_bad_grid_or_point_ends_the_sweep_script_in_one_line_before_any_experiment(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+
+    def sweep(*sets: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(REPO / "scripts" / "sweep.py"), *(a for s in sets for a in ("--set", s))]
+        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env)
+
+    for sets, message in (
+        (["max_train=1"], "error: --set 'max_train=1': 'max_train' is no parameter (did you mean data.max_train?)"),
+        (["filter.keep=correct,some"], "error: the point {'filter.keep': 'some'} is not a valid configuration"),
+        (["diversity=0"], "error: the point {'diversity': 0} is not a valid configuration"),
+    ):
+        proc = sweep(*sets)
+        assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+        assert "+ dvc" not in proc.stderr  # nothing queued, nothing run

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+
+from ftcot.errors import FtcotError
 
 
 def dvc(*args: str, capture: bool = False) -> str:
@@ -37,3 +39,14 @@ def run_experiments(experiments: Mapping[str, Sequence[str]], jobs: int) -> list
 
 def exp_show() -> list:
     return json.loads(dvc("exp", "show", "--json", capture=True))
+
+
+def run_script(main: Callable[[], None]) -> None:
+    """Runs a sweep script's ``main``: what the user can fix (a failed dvc command, whose own message
+    is above; a bad params.yaml or --set; a failed experiment) ends in one line, without a traceback."""
+    try:
+        main()
+    except subprocess.CalledProcessError as err:
+        sys.exit(f"error: `{' '.join(err.cmd)}` failed (exit {err.returncode}); its own message is above")
+    except (RuntimeError, FtcotError, json.JSONDecodeError) as err:
+        sys.exit(f"error: {err}")

@@ -91,6 +91,17 @@ def plot_training_curves(task: str, curves: Mapping[tuple[str, int], Mapping[str
     _save(fig, path)
 
 
+def interval_errors(points: Sequence[dict]) -> list[list[float]] | None:
+    """Error bars (in points of percent below and above) of the points' 95% intervals, or None
+    where any point has none recorded."""
+    if not all(p.get("accuracy_ci_low") is not None for p in points):
+        return None
+    return [
+        [100 * (p["accuracy"] - p["accuracy_ci_low"]) for p in points],
+        [100 * (p["accuracy_ci_high"] - p["accuracy"]) for p in points],
+    ]
+
+
 def plot_diversity(points: Sequence[dict], path: str | Path) -> None:
     """Fine-tune-CoT accuracy against diversity D (log2 axis), a line per task, each point with its
     95% interval when recorded."""
@@ -99,13 +110,7 @@ def plot_diversity(points: Sequence[dict], path: str | Path) -> None:
     for task in sorted({p["task"] for p in points}):
         ps = sorted((p for p in points if p["task"] == task), key=lambda p: p["diversity"])
         ys = [100 * p["accuracy"] for p in ps]
-        errors = None
-        if all(p.get("accuracy_ci_low") is not None for p in ps):
-            errors = [
-                [100 * (p["accuracy"] - p["accuracy_ci_low"]) for p in ps],
-                [100 * (p["accuracy_ci_high"] - p["accuracy"]) for p in ps],
-            ]
-        ax.errorbar([p["diversity"] for p in ps], ys, yerr=errors, fmt="o-", capsize=3, label=task)
+        ax.errorbar([p["diversity"] for p in ps], ys, yerr=interval_errors(ps), fmt="o-", capsize=3, label=task)
     ax.set_xscale("log", base=2)
     ds = sorted({p["diversity"] for p in points})
     ax.set_xticks(ds, [str(d) for d in ds])
@@ -135,13 +140,7 @@ def plot_sweep(record: dict, path: str | Path) -> None:
     for label, ps in sorted(lines.items()):
         xs = [p["values"][key] if numeric else values.index(json_key(p["values"][key])) for p in ps]
         ys = [100 * p["accuracy"] for p in ps]
-        errors = None
-        if all(p.get("accuracy_ci_low") is not None for p in ps):
-            errors = [
-                [100 * (p["accuracy"] - p["accuracy_ci_low"]) for p in ps],
-                [100 * (p["accuracy_ci_high"] - p["accuracy"]) for p in ps],
-            ]
-        ax.errorbar(xs, ys, yerr=errors, fmt="o-", capsize=3, label=label)
+        ax.errorbar(xs, ys, yerr=interval_errors(ps), fmt="o-", capsize=3, label=label)
     if not numeric:
         ax.set_xticks(range(len(values)), values)
     ax.set_xlabel(key)
