@@ -18,7 +18,6 @@ from pathlib import Path
 from ftcot.config import load_params
 from ftcot.io import default_cache_dir, read_jsonl, write_json, write_jsonl
 from ftcot.stage import log, run_stage
-from ftcot.teacher.base import TeacherError
 from ftcot.teacher.cache import CompletionCache
 from ftcot.teacher.filtering import judge_rationales
 from ftcot.teacher.oracle import OracleTeacher
@@ -62,26 +61,6 @@ def build_teacher(params, task: str, records: list[dict], cache: CompletionCache
     )
 
 
-def replay_coverage(teacher, train: list[dict], test: list[dict], diversity: int) -> dict:
-    """For a replay teacher: how much of what is asked the file answers, before anything is replayed.
-    A file that lacks some of it is an error listing what is missing."""
-    if teacher.backend != "replay":
-        return {}
-    found = {"train": teacher.coverage(train, diversity), "test": teacher.coverage(test, 1)}
-    for split, c in found.items():
-        log.info("replay: %s answers %d of %d %s questions", teacher.path, c["found"], c["questions"], split)
-        if c["missing"]:
-            shown = ", ".join(c["missing"][:5]) + (
-                f" and {len(c['missing']) - 5} more" if len(c["missing"]) > 5 else ""
-            )
-            raise TeacherError(
-                f"{teacher.path} answers {c['found']} of the {c['questions']} {split} questions asked "
-                f"(at diversity {diversity if split == 'train' else 1}); missing: {shown}. A log of test sets only "
-                "(Kojima et al.'s gsm8k, aqua, commonsense_qa) cannot teach train questions."
-            )
-    return {"replay_coverage": {s: {"questions": c["questions"], "found": c["found"]} for s, c in found.items()}}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True)
@@ -100,7 +79,11 @@ def main() -> None:
     teacher = build_teacher(params, args.task, records, cache)
     log.info("teacher %s (%s), cache %s", teacher.backend, teacher.model, cache.path)
     price = t.prices[t.model].model_dump() if t.model in t.prices else None
-    coverage = replay_coverage(teacher, train, test if t.eval_test else [], params.diversity)
+    coverage = {}
+    if teacher.backend == "replay":
+        from ftcot.teacher.replay import check_coverage
+
+        coverage = check_coverage(teacher, train, test if t.eval_test else [], params.diversity)
 
     stats = TeachRunStats()
     try:

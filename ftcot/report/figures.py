@@ -3,6 +3,7 @@ and method, training curves, accuracy against diversity."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -154,6 +155,4 @@ def plot_sweep(record: dict, path: str | Path) -> None:
 
 def json_key(value: object) -> str:
     """A swept value as its axis label: ``all`` for null."""
-    import json
-
     return "all" if value is None else value if isinstance(value, str) else json.dumps(value)

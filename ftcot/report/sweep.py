@@ -10,7 +10,13 @@ beside a run of the same configuration.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
+import re
 from collections.abc import Iterator, Sequence
+
+import yaml
 
 from ftcot import paths
 from ftcot.config import OPERATIONAL_KEYS
@@ -132,8 +138,6 @@ class SweepError(FtcotError, ValueError):
 def parse_value(text: str) -> object:
     """One value of ``--set key=a,b``: YAML (``8``, ``0.5``, ``true``, ``[0,1]``); ``all`` / ``null``
     / ``none`` mean null (e.g. ``data.max_train=all``: no cap)."""
-    import yaml
-
     if text.strip().lower() in NULL_WORDS:
         return None
     try:
@@ -179,30 +183,21 @@ def _split_values(text: str) -> list[str]:
 
 def grid_points(grid: dict[str, list]) -> list[dict[str, object]]:
     """Every combination, the last key varying fastest."""
-    import itertools
-
     keys = list(grid)
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
 def point_slug(point: dict[str, object]) -> str:
     """A point as a piece of an experiment name: ``8``, ``8-50``, ``all``."""
-    import json
-    import re
-
     parts = ["all" if v is None else json.dumps(v, separators=(",", ":")) for v in point.values()]
     slug = "-".join(re.sub(r"[^A-Za-z0-9.]+", "_", part).strip("_") for part in parts)
     if len(slug) > 40:
-        import hashlib
-
         slug = hashlib.sha256(slug.encode()).hexdigest()[:10]
     return slug
 
 
 def set_args(point: dict[str, object]) -> list[str]:
     """``dvc exp run -S`` arguments for a point (values as YAML, null for None)."""
-    import json
-
     out = []
     for key, value in point.items():
         out += ["-S", f"{key}={'null' if value is None else json.dumps(value)}"]

@@ -16,6 +16,7 @@ between people and to reproduce published ones without paying again (``teacher.r
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +35,8 @@ from ftcot.teacher.published import (
     reasoning_teacher_file,
     remap_letters,
 )
+
+log = logging.getLogger("ftcot")
 
 
 class ReplayTeacher:
@@ -232,3 +235,21 @@ def replay_teacher(
         path = reasoning_teacher_file(Path(folder), model, completion_key, task)
         return ReplayTeacher.from_reasoning_teacher(path, task, records, model)
     raise TeacherError(f"teacher.replay.format must be ftcot, kojima or reasoning_teacher, got {fmt!r}")
+
+
+def check_coverage(teacher: ReplayTeacher, train: Sequence[dict], test: Sequence[dict], diversity: int) -> dict:
+    """How much of what is asked (``train`` at ``diversity`` samples, ``test`` greedy) the replayed
+    file answers, before anything is replayed: ``{"replay_coverage": {split: {questions, found}}}``.
+    A file that lacks some of it is an error listing what is missing."""
+    found = {"train": teacher.coverage(train, diversity), "test": teacher.coverage(test, 1)}
+    for split, c in found.items():
+        log.info("replay: %s answers %d of %d %s questions", teacher.path, c["found"], c["questions"], split)
+        if c["missing"]:
+            more = len(c["missing"]) - 5
+            shown = ", ".join(c["missing"][:5]) + (f" and {more} more" if more > 0 else "")
+            raise TeacherError(
+                f"{teacher.path} answers {c['found']} of the {c['questions']} {split} questions asked "
+                f"(at diversity {diversity if split == 'train' else 1}); missing: {shown}. A log of test sets only "
+                "(Kojima et al.'s gsm8k, aqua, commonsense_qa) cannot teach train questions."
+            )
+    return {"replay_coverage": {s: {"questions": c["questions"], "found": c["found"]} for s, c in found.items()}}
