@@ -22,8 +22,9 @@ from typing import ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from ftcot.data.tasks import DEFAULT_TASK_DIR, TASKS, Task, load_tasks
+from ftcot.data.tasks import DEFAULT_TASK_DIR, TASKS, Task, check_local_paths, load_tasks
 from ftcot.errors import FtcotError
+from ftcot.io import DataError, load_yaml, read_text
 from ftcot.redaction import has_credentials, url_without_credentials
 
 # The built-in students trained from scratch (ftcot.student.models builds them from student.tiny).
@@ -102,6 +103,13 @@ class DataSection(Section):
         None, description="Local folder laid out like the upstream paths; else $FTCOT_DATA_MIRROR, else download."
     )
     verify_checksums: bool = Field(True, description="Refuse source files whose SHA-256 differs from the pin.")
+    max_chars: int = Field(
+        100_000, ge=1, description="Longest question, answer or reference rationale accepted (characters)."
+    )
+    allow_outside_paths: bool = Field(
+        False,
+        description="Accept task files' local paths outside the project (they must be pinned by sha256).",
+    )
     num_questions: int = Field(500, ge=10, description="Questions generated for each synthetic task (paper: 500).")
     train_fraction: float = Field(
         0.7, gt=0.0, lt=1.0, description="Share of questions in train for tasks with no official split."
@@ -491,6 +499,13 @@ def parse_params(raw: object, path: Path = DEFAULT_PARAMS_PATH, complete: bool =
         params = model.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_error(path, err)) from None
+    problems = [
+        line
+        for key in params.data.tasks
+        for line in check_local_paths(tasks[key], params.data.task_dir, params.data.allow_outside_paths)
+    ]
+    if problems:
+        raise ConfigError("\n".join(problems))
     own_sections = frozenset(f"data.{k}" for k, t in tasks.items() if not t.builtin)
     missing = missing_keys(raw, model, optional=own_sections) if complete else []
     if missing:
@@ -503,11 +518,12 @@ def parse_params(raw: object, path: Path = DEFAULT_PARAMS_PATH, complete: bool =
 def load_params(path: str | Path = DEFAULT_PARAMS_PATH) -> ParamsBase:
     """Reads and validates params.yaml."""
     path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found (run stages from the repository root)")
     try:
-        with path.open() as f:
-            raw = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: not found (run stages from the repository root)") from None
+        raw = load_yaml(read_text(path))
+    except DataError as err:
+        raise ConfigError(str(err)) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     return parse_params(raw, path, complete=True)

@@ -9,7 +9,8 @@ report draws it beside the table. `scripts/sweep.py --set diversity=1,2,4,8` swe
 2. runs the queue (`dvc exp run --run-all`), each in a temporary copy of the workspace; the
    teacher cache is shared, so the D=8 run pays only for rationales no earlier run asked for, and
    with --jobs N the experiments that run at once wait for each other's answers (the cache's
-   claims) instead of paying for them twice;
+   claims) instead of paying for them twice. Ctrl-C stops the running experiments and removes the
+   queued ones; the same command again reuses the finished ones;
 3. reads the results back from `dvc exp show --json` into metrics/diversity.json;
 4. reruns the report stage (`dvc repro report`), which draws report/diversity.png.
 
@@ -28,7 +29,7 @@ import sys
 from ftcot import paths
 from ftcot.config import load_params
 from ftcot.io import write_json
-from ftcot.report.experiments import dvc, exp_show, head_commit, run_experiments, run_script
+from ftcot.report.experiments import dvc, exp_show, head_commit, jobs_arg, run_experiments, run_script
 from ftcot.report.sweep import diversity_points, sweep_fingerprint
 
 OUT = paths.DIVERSITY_SWEEP
@@ -37,7 +38,7 @@ OUT = paths.DIVERSITY_SWEEP
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--values", type=int, nargs="+", default=[1, 2, 4, 8], help="diversities D to run")
-    parser.add_argument("--jobs", type=int, default=1, help="experiments run at once")
+    parser.add_argument("--jobs", type=jobs_arg, default=1, help="experiments run at once (at least 1)")
     parser.add_argument("--collect-only", action="store_true", help="only read back finished experiments")
     args = parser.parse_args()
     if any(d < 1 for d in args.values):

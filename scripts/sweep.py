@@ -12,7 +12,10 @@ dataset size, student size, teacher) and its ablations, each one command.
    already exist for this commit;
 2. the queue runs (`dvc exp run --run-all --jobs N`), each experiment in a temporary copy of the
    workspace. They share the teacher cache: answers already paid for are never asked again, and
-   experiments that run at once wait for each other's answers rather than pay twice;
+   experiments that run at once wait for each other's answers rather than pay twice. Ctrl-C (or
+   SIGTERM) stops the sweep's running experiments and removes its queued ones (the queue's workers
+   would otherwise go on, and pay, in the background), then says in one line what finished: the
+   same command again reuses every finished point;
 3. the results are read back from `dvc exp show --json` into metrics/sweeps/<name>.json: per task,
    method (each fine-tuned student, and the teacher) and point, the accuracy and its interval;
 4. `dvc repro report` draws report/sweep_<name>.png: accuracy against the first swept key.
@@ -28,12 +31,10 @@ import re
 import sys
 from pathlib import Path
 
-import yaml
-
 from ftcot import paths
 from ftcot.config import ConfigError, leaf_keys, load_params, parse_params
-from ftcot.io import write_json
-from ftcot.report.experiments import dvc, exp_show, head_commit, run_experiments, run_script
+from ftcot.io import load_yaml, read_text, write_json
+from ftcot.report.experiments import dvc, exp_show, head_commit, jobs_arg, run_experiments, run_script
 from ftcot.report.sweep import (
     SweepError,
     grid_points,
@@ -61,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2", help="a swept parameter")
     parser.add_argument("--name", help="the sweep's name (default: the swept keys)")
-    parser.add_argument("--jobs", type=int, default=1, help="experiments run at once")
+    parser.add_argument("--jobs", type=jobs_arg, default=1, help="experiments run at once (at least 1)")
     parser.add_argument("--collect-only", action="store_true", help="only read back finished experiments")
     args = parser.parse_args()
 
@@ -70,7 +71,7 @@ def main() -> None:
     name = args.name or "+".join(grid)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name):
         raise SweepError(f"--name {name!r}: letters, digits, '.', '_', '+' and '-' only")
-    raw = yaml.safe_load(Path("params.yaml").read_text())
+    raw = load_yaml(read_text("params.yaml"))
     points = grid_points(grid)
     for point in points:  # every point is a valid configuration, before hours are spent on the first
         try:

@@ -7,7 +7,7 @@ from ftcot.data.tasks import get_task
 from ftcot.teacher.base import TeacherError
 from ftcot.teacher.cache import CompletionCache
 from ftcot.teacher.filtering import filter_rationales
-from ftcot.teacher.replay import ReplayTeacher
+from ftcot.teacher.replay import ReplayTeacher, check_coverage
 from ftcot.teacher.teaching import teach
 
 
@@ -91,3 +91,38 @@ def test_a_file_that_covers_none_of_the_questions_is_an_error(tmp_path):
     (tmp_path / "coin_flip.jsonl").write_text('{"sample_index": 0, "rationale": "r"\n')
     with pytest.raises(TeacherError, match=r"coin_flip\.jsonl:1: not valid JSON"):
         ReplayTeacher(tmp_path / "coin_flip.jsonl", records)
+
+
+def test_coverage_checks_every_sample_asked_for_not_only_the_highest(tmp_path):
+    """A file that lacks sample 0 of a question but holds samples 1 and 2 does not cover it at
+    diversity 3: the check names the question and the missing sample before anything is replayed
+    (it used to count only the highest sample, pass, and fail later as "failed after retries")."""
+    records = generate_records(get_task("coin_flip"), 20, 0, 0.7)
+    train = [r for r in records if r["split"] == "train"]
+    lines = [
+        {"question_id": r["id"], "sample_index": k, "rationale": "r", "answer": "Yes"}
+        for i, r in enumerate(train)
+        for k in range(3)
+        if not (i == 0 and k == 0) and not (i == 1 and k in (1, 2))
+    ]
+    teacher = ReplayTeacher(replay_file(tmp_path, lines), records)
+    coverage = teacher.coverage(train, 3)
+    assert coverage["found"] == len(train) - 2
+    assert coverage["missing"] == [f"{train[0]['id']} (sample 0)", f"{train[1]['id']} (samples 1-2)"]
+    assert teacher.coverage(train[2:], 3)["missing"] == []
+    with pytest.raises(
+        TeacherError, match=rf"answers {len(train) - 2} of the {len(train)} train questions.*\(sample 0\)"
+    ):
+        check_coverage(teacher, train, [], 3)
+
+
+def test_a_replay_file_with_a_byte_that_is_not_utf8_is_named_with_line_and_offset(tmp_path):
+    records = generate_records(get_task("coin_flip"), 20, 0, 0.7)
+    good = json.dumps({"question_id": records[0]["id"], "sample_index": 0, "rationale": "r", "answer": "Yes"})
+    path = tmp_path / "coin_flip.jsonl"
+    path.write_bytes(good.encode() + b"\n" + good.encode().replace(b'"r"', b'"r\xff"') + b"\n")
+    offset = len(good) + 1 + good.index('"r"') + 2
+    with pytest.raises(
+        TeacherError, match=rf"coin_flip\.jsonl:2: not UTF-8 text \(byte 0xff at byte offset {offset}\)"
+    ):
+        ReplayTeacher(path, records)

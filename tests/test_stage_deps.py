@@ -148,6 +148,28 @@ def test_check_and_fetch_depend_on_the_task_files_and_no_other_stage_does():
                 assert listed == (name in TASK_FILE_STAGES), (name, task_files)
 
 
+def test_every_local_file_a_task_file_names_is_a_dependency_of_fetch_or_pinned(tmp_path):
+    """fetch (and check, which reads them) depend on data.task_dir as a folder: a data file inside it
+    is watched; the params check refuses one elsewhere unless a sha256 pin makes a change an error."""
+    from ftcot.data.tasks import check_local_paths, parse_task_file
+
+    for name in TASK_FILE_STAGES:
+        assert "${data.task_dir}" in body(stages()[name])["deps"], name
+    task = """
+answer_type: number
+sources:
+  inside: {all: {path: tasks/data/a.jsonl}}
+  pinned: {all: {path: data/b.jsonl, sha256: '%s'}}
+  loose: {all: {path: data/c.jsonl}}
+fields: {question: q, answer: a}
+split: {index_files: {mine: {path: splits/i.json}}}
+""" % ("0" * 64)
+    problems = check_local_paths(parse_task_file(task, "tasks/t.yaml", "t"), "tasks", False, root=tmp_path)
+    assert len(problems) == 2
+    assert "sources.loose.all.path 'data/c.jsonl' is outside data.task_dir" in problems[0]
+    assert "split.index_files.mine.path 'splits/i.json' is outside data.task_dir" in problems[1]
+
+
 def test_closure_follows_imports_inside_functions():
     # stages/teach.py imports the replay and OpenAI backends inside a function.
     closure = code_closure("stages/teach.py")

@@ -1,15 +1,26 @@
-"""A recorded diversity sweep is shown only beside the run it describes."""
+"""Sweeps: a recorded one is shown only beside the run it describes; any parameter grid; running them (--jobs, and
+an interrupted sweep stops its experiments)."""
 
+import argparse
+import fcntl
 import json
+import os
+import pty
+import signal
 import subprocess
 import sys
+import termios
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from ftcot.config import leaf_keys, load_params
+from ftcot.report import experiments
 from ftcot.report.document import render_markdown
+from ftcot.report.experiments import Task, jobs_arg, parse_queue_status, workers_alive
 from ftcot.report.sweep import (
     SweepError,
     flatten,
@@ -22,6 +33,8 @@ from ftcot.report.sweep import (
     sweep_points,
     sweep_stale_reason,
 )
+from ftcot.testing.fake_openai import FakeOpenAI
+from ftcot.testing.project import copy_project, project_env, run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -160,6 +173,18 @@ def test_sweep_points_are_read_back_from_dvc_exp_show_and_checked():
         sweep_points(shown, {"nope": {"filter.keep": "all"}}, ["coin_flip"])
 
 
+def test_a_point_that_failed_once_and_then_ran_is_read_from_its_run():
+    # An interrupted or failed point keeps a failed queue entry of its name; the rerun's result is beside it.
+    failed = state("keep-all-abc", {"filter": {"keep": "all"}}, 0.0) | {"error": {"msg": "Experiment run failed"}}
+    ran = state("keep-all-abc", {"filter": {"keep": "all"}}, 0.6)
+    for order in ([failed, ran], [ran, failed]):
+        shown = [{"experiments": [{"revs": [s]} for s in order]}]
+        points = sweep_points(shown, {"keep-all-abc": {"filter.keep": "all"}}, ["coin_flip"])
+        assert [p["accuracy"] for p in points if p["method"] == "ft_cot"] == [0.6]
+    with pytest.raises(SweepError, match="missing or failed"):
+        sweep_points([{"experiments": [{"revs": [failed]}]}], {"keep-all-abc": {"filter.keep": "all"}}, ["coin_flip"])
+
+
 def test_a_recorded_sweep_is_shown_only_beside_a_run_of_its_parameters():
     params = current()
     record = {
@@ -208,3 +233,273 @@ def test_a_bad_grid_or_point_ends_the_sweep_script_in_one_line_before_any_experi
         proc = sweep(*sets)
         assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
         assert "+ dvc" not in proc.stderr  # nothing queued, nothing run
+
+
+# ---- --jobs, and an interrupted sweep ---------------------------------------------------------------------------
+
+
+def test_jobs_below_one_is_refused_before_anything_is_queued(tmp_path):
+    assert jobs_arg("2") == 2
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            jobs_arg(bad)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    for script, args in (("sweep.py", ["--set", "diversity=1,2"]), ("diversity_sweep.py", [])):
+        cmd = [sys.executable, str(REPO / "scripts" / script), *args, "--jobs", "0"]
+        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
+        # argparse's own exit: before params.yaml is read, so nothing is queued (DVC would wait for a worker forever).
+        assert proc.returncode == 2 and "argument --jobs: at least 1 experiment runs at once, got 0" in proc.stderr
+        assert "+ dvc" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+# `dvc queue status` of DVC 3.67.1, as it prints it to a pipe (its Created column holds spaces; a name may be absent).
+QUEUE_STATUS = """Task     Name                    Created    Status
+0d2c1a4  diversity-1-abc1234     10:22 AM   Running
+9f8e7d6  diversity-2-abc1234     10:22 AM   Queued
+1234567  -                       Jan 01, 2000  Failed
+abcdef0  keep-all-abc1234        10:21 AM   Success
+
+Worker status: 1 active, 0 idle
+"""
+
+
+def test_queue_status_is_read_row_by_row():
+    assert parse_queue_status(QUEUE_STATUS) == [
+        Task("0d2c1a4", "diversity-1-abc1234", "Running"),
+        Task("9f8e7d6", "diversity-2-abc1234", "Queued"),
+        Task("1234567", "-", "Failed"),
+        Task("abcdef0", "keep-all-abc1234", "Success"),
+    ]
+    assert workers_alive(QUEUE_STATUS)
+    idle = "No experiment tasks in the queue.\n\nWorker status: 0 active, 0 idle\n"
+    assert parse_queue_status(idle) == [] and not workers_alive(idle)
+
+
+# A stand-in for `dvc queue ...` and `dvc exp ls` over a queue kept in queue.json: a killed task ends (as failed) by
+# the next read of the queue, unless it is stuck (it ignores every signal); each call is logged.
+FAKE_DVC = """#!/usr/bin/env python3
+import json, sys, time
+from pathlib import Path
+state_file = Path("queue.json")
+state = json.loads(state_file.read_text())
+args = sys.argv[1:]
+with open("calls.log", "a") as log:
+    log.write(" ".join(args) + "\\n")
+tasks = state["tasks"]
+if args == ["queue", "status"]:
+    for t in tasks:
+        if t["status"] == "Killed":
+            t["status"] = "Failed"
+    print("Task     Name    Created    Status")
+    for t in tasks:
+        print(t["rev"], t["name"], "10:22 AM", t["status"])
+elif args[:2] == ["queue", "remove"]:
+    state["tasks"] = [t for t in tasks if t["rev"] not in args[2:] or t["status"] == "Running"]
+elif args[:2] == ["queue", "kill"]:
+    for t in tasks:
+        if t["rev"] in args[2:] and t["status"] == "Running":
+            t["status"] = "Running" if t.get("stuck") else "Killed"
+            print(t["rev"], "has been killed.")
+elif args == ["exp", "ls", "--name-only"]:
+    print("\\n".join(state["finished"]))
+elif args[:3] == ["exp", "run", "--queue"]:
+    tasks.append({"rev": f"{len(tasks) + 1:07x}", "name": args[-1], "status": "Queued"})
+elif args[:3] == ["exp", "run", "--run-all"]:  # the first task runs, and the follower waits
+    next(t for t in tasks if t["status"] == "Queued")["status"] = "Running"
+    state_file.write_text(json.dumps(state))
+    time.sleep(120)
+state_file.write_text(json.dumps(state))
+"""
+
+
+def fake_queue(tmp_path: Path, monkeypatch, tasks: list[dict], finished: list[str]) -> Path:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/dvc").write_text(FAKE_DVC)
+    (tmp_path / "bin/dvc").chmod(0o755)
+    (tmp_path / "queue.json").write_text(json.dumps({"tasks": tasks, "finished": finished}))
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(experiments, "POLL_S", 0.0)
+    return tmp_path / "calls.log"
+
+
+def test_stopping_a_sweep_leaves_other_experiments_and_their_workers_alone(tmp_path, monkeypatch):
+    tasks = [
+        {"rev": "aaaaaaa", "name": "p-2", "status": "Running"},
+        {"rev": "bbbbbbb", "name": "p-3", "status": "Queued"},
+        {"rev": "ccccccc", "name": "theirs", "status": "Queued"},
+    ]
+    calls = fake_queue(tmp_path, monkeypatch, tasks, finished=["p-1", "theirs-old"])
+    line = experiments.stop_experiments(["p-1", "p-2", "p-3"])
+    assert line == (
+        "interrupted: 1 of 3 points finished; stopped 1 running (p-2); removed 1 queued; "
+        "the queue's workers go on with other experiments; " + experiments.RERUN
+    )
+    assert calls.read_text().splitlines() == [
+        "queue status",
+        "queue remove bbbbbbb",  # before the kill: the worker would take it next
+        "queue kill aaaaaaa",
+        "queue status",
+        "queue remove aaaaaaa",  # its failed entry: the rerun's `dvc exp show` lists only the result
+        "exp ls --name-only",
+    ]
+    assert [t["name"] for t in json.loads((tmp_path / "queue.json").read_text())["tasks"]] == ["theirs"]
+
+
+def test_a_task_that_will_not_stop_is_forced_and_then_named_with_the_command(tmp_path, monkeypatch):
+    tasks = [{"rev": "aaaaaaa", "name": "p-1", "status": "Running", "stuck": True}]
+    calls = fake_queue(tmp_path, monkeypatch, tasks, finished=[])
+    monkeypatch.setattr(experiments, "KILL_GRACE_S", 0.0)
+    monkeypatch.setattr(experiments, "STOP_DEADLINE_S", 1.0)
+    line = experiments.stop_experiments(["p-1", "p-2"])
+    assert line.startswith("interrupted: 0 of 2 points finished; 1 still running: stop with ")
+    assert "`dvc queue kill --force aaaaaaa`" in line and line.endswith(experiments.RERUN)
+    kills = [c for c in calls.read_text().splitlines() if c.startswith("queue kill")]
+    assert kills == ["queue kill aaaaaaa", "queue kill --force aaaaaaa"]  # interrupted once, then killed once
+    assert "queue stop" in calls.read_text().splitlines()  # warm: the workers end after the task
+
+
+def test_sigterm_stops_the_sweeps_experiments_too(tmp_path):
+    # The script end to end over the stand-in: the signal handlers, the follower's own process group, the exit status.
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/dvc").write_text(FAKE_DVC)
+    (tmp_path / "bin/dvc").chmod(0o755)
+    (tmp_path / "queue.json").write_text(json.dumps({"tasks": [], "finished": []}))
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    env = {"PATH": f"{tmp_path / 'bin'}:{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    identity = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for cmd in (["init", "-q"], ["add", "params.yaml"], [*identity, "commit", "-qm", "p"]):
+        subprocess.run(["git", *cmd], cwd=tmp_path, check=True, env=env)
+    commit = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=tmp_path, capture_output=True, text=True)
+    sweep = [sys.executable, str(REPO / "scripts/sweep.py"), "--set", "diversity=1,2"]
+    proc = subprocess.Popen(sweep, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        calls = tmp_path / "calls.log"
+        assert poll(lambda: calls.exists() and "exp run --run-all" in calls.read_text(), 60, 0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted: 0 of 2 points finished; stopped 1 running (diversity-1-{commit.stdout.strip()}); "
+        f"removed 1 queued; {experiments.RERUN}"
+    )
+    assert json.loads((tmp_path / "queue.json").read_text())["tasks"] == []
+
+
+class Terminal:
+    """``cmd`` as the foreground job of a terminal of its own (a pseudo-terminal), where Ctrl-C is a keystroke: the
+    terminal sends SIGINT to the foreground process group, as for a user. Its output is read all along, as a
+    terminal does, so that no writer ever blocks; the queue workers DVC spawns inherit the terminal too."""
+
+    def __init__(self, cmd: list[str], cwd: Path, env: dict):
+        self.master, slave = pty.openpty()
+
+        def controlling_terminal() -> None:  # a new session, whose controlling terminal is this one
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave, preexec_fn=controlling_terminal
+        )
+        os.close(slave)
+        self._chunks: list[bytes] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:  # every writer has closed it, or the test has
+                return
+            if not chunk:
+                return
+            self._chunks.append(chunk)
+
+    def ctrl_c(self) -> None:
+        os.write(self.master, b"\x03")
+
+    def text(self) -> str:
+        return b"".join(self._chunks).decode(errors="replace").replace("\r\n", "\n")
+
+    def __enter__(self) -> "Terminal":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        time.sleep(0.5)  # what is still on its way
+        os.close(self.master)
+
+
+def processes_in(root: Path) -> list[str]:
+    """The command lines of live processes working in ``root`` (queue workers, experiments, their stages)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cwd = Path(os.readlink(entry / "cwd"))
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        if cwd == root or root in cwd.parents:
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+def poll(check, timeout: float, every: float = 1.0):
+    """``check()``'s first truthy value within ``timeout`` seconds, else its last."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()) and time.monotonic() < deadline:
+        time.sleep(every)
+    return value
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="reads /proc to find leftover processes")
+def test_ctrl_c_stops_the_sweeps_experiments_and_says_so_in_one_line(tmp_path):
+    # A slow teacher (one request at a time, a second each) keeps the first point in its teach stage, paying, and
+    # the second in the queue, when Ctrl-C comes.
+    with FakeOpenAI(latency=1.0) as server:
+        params = yaml.safe_load((REPO / "params.yaml").read_text())
+        params["data"].update({"tasks": ["coin_flip"], "num_questions": 20})
+        params["teacher"].update({"backend": "openai", "model": "fake", "base_url": server.base_url})
+        params["teacher"].update({"api_key_env": None, "concurrency": 1})
+        params["student"]["epochs"] = 1
+        params["methods"]["finetune"] = ["ft_cot"]
+        root = copy_project(tmp_path / "project", yaml.safe_dump(params, sort_keys=False)).resolve()
+        env = project_env(root)
+        commit = run(["git", "rev-parse", "--short=7", "HEAD"], root, env).stdout.strip()
+        names = [f"diversity-{d}-{commit}" for d in (1, 2)]
+        sweep = [sys.executable, "scripts/sweep.py", "--set", "diversity=1,2", "--jobs", "1"]
+        with Terminal(sweep, root, env) as term:  # open until the end: the workers write to it too
+            assert poll(lambda: server.attempts or term.proc.poll() is not None, 180, 0.2), term.text()
+            assert term.proc.poll() is None, term.text()
+            working = processes_in(root)  # what must be gone afterwards is seen here: the worker and the stage
+            assert any("queue-worker" in p for p in working) and any("stages/teach.py" in p for p in working), working
+            term.ctrl_c()
+            term.proc.wait(timeout=120)  # stopping takes a few dvc commands, each a second or more
+            output = term.text()
+            assert term.proc.returncode == 130, output
+            assert "Traceback" not in output and "in the background" not in output  # dvc's follower says nothing
+            assert output.strip().splitlines()[-1] == (
+                f"interrupted: 0 of 2 points finished; stopped 1 running ({names[0]}); removed 1 queued; "
+                "run the same command again to finish: it reuses every finished point"
+            ), output
+
+            # Nothing of the sweep is left: no task in the queue, no worker, no process, and no request from now on.
+            asked, settling = sum(server.attempts.values()), time.monotonic()
+
+            def settled() -> bool:
+                status = run(["dvc", "queue", "status"], root, env).stdout
+                ours = [t for t in parse_queue_status(status) if t.name in names]
+                return not ours and not workers_alive(status) and not processes_in(root)
+
+            assert poll(settled, 30), (run(["dvc", "queue", "status"], root, env).stdout, processes_in(root))
+            # The killed point did not finish: a rerun runs it again.
+            assert not set(names) & set(run(["dvc", "exp", "ls", "--name-only"], root, env).stdout.split())
+            time.sleep(max(0.0, settling + 3 - time.monotonic()))
+            assert sum(server.attempts.values()) == asked

@@ -74,10 +74,10 @@ SUMS = "".join(json.dumps({"q": f"What is {i} plus {i + 1}?", "a": str(2 * i + 1
 
 
 def test_a_jsonl_file_split_by_ratio_needs_no_code(tmp_path, monkeypatch):
-    monkeypatch.chdir(project(tmp_path, {"sums.yaml": SUMS_TASK}, {"data/sums.jsonl": SUMS}))
+    monkeypatch.chdir(project(tmp_path, {"sums.yaml": SUMS_TASK}, {"tasks/data/sums.jsonl": SUMS}))
     records, info = fetch("sums")
     assert (info["train"], info["test"], info["source"]) == (28, 12, "files")
-    assert info["sha256"] == {"data/sums.jsonl": hashlib.sha256(SUMS.encode()).hexdigest()}
+    assert info["sha256"] == {"tasks/data/sums.jsonl": hashlib.sha256(SUMS.encode()).hexdigest()}
     first = next(r for r in records if r["id"] == "sums-00")
     assert first == {
         "id": "sums-00",
@@ -95,7 +95,7 @@ SUMS_TASK = """
 description: Sums of two numbers.
 answer_type: number
 source:
-  all: {path: data/sums.jsonl}
+  all: {path: tasks/data/sums.jsonl}
 fields:
   question: q
   answer: a
@@ -107,8 +107,8 @@ def test_an_official_split_with_choices_a_trigger_and_a_rationale(tmp_path, monk
 answer_type: choice_A-D
 trigger: "So the answer, A to D, is"
 source:
-  train: {path: data/train.jsonl}
-  test: {path: data/test.jsonl}
+  train: {path: tasks/data/train.jsonl}
+  test: {path: tasks/data/test.jsonl}
 fields:
   question: question
   choices: options
@@ -130,7 +130,7 @@ fields:
             for i in numbers
         )
 
-    data = {"data/train.jsonl": rows(range(8)), "data/test.jsonl": rows(range(8, 11))}
+    data = {"tasks/data/train.jsonl": rows(range(8)), "tasks/data/test.jsonl": rows(range(8, 11))}
     monkeypatch.chdir(project(tmp_path, {"capitals.yaml": task}, data))
     records, info = fetch("capitals")
     assert (info["train"], info["test"]) == (8, 3)
@@ -151,13 +151,13 @@ def test_csv_rows_and_a_template(tmp_path, monkeypatch):
     task = """
 answer_type: text
 source:
-  all: {path: data/cities.csv}
+  all: {path: tasks/data/cities.csv}
 fields:
   question: {template: "What is the capital of {country}?"}
   answer: capital
 """
     csv_text = "country,capital\n" + "".join(f"Land {i},The City of {i}\n" for i in range(20))
-    monkeypatch.chdir(project(tmp_path, {"cities.yaml": task}, {"data/cities.csv": csv_text}))
+    monkeypatch.chdir(project(tmp_path, {"cities.yaml": task}, {"tasks/data/cities.csv": csv_text}))
     records, _ = fetch("cities")
     land0 = next(r for r in records if r["id"] == "cities-00")
     assert land0["question"] == "What is the capital of Land 0?" and land0["answer"] == "The City of 0"
@@ -166,7 +166,7 @@ fields:
 
 
 def write_task(tmp_path, text: str, data: dict[str, str] | None = None, name: str = "mine.yaml") -> None:
-    project(tmp_path, {name: text}, data or {"data/sums.jsonl": SUMS})
+    project(tmp_path, {name: text}, data or {"tasks/data/sums.jsonl": SUMS})
 
 
 @pytest.mark.parametrize(
@@ -178,8 +178,11 @@ def write_task(tmp_path, text: str, data: dict[str, str] | None = None, name: st
         ),
         (SUMS_TASK + "colour: red\n", r"colour: unknown key"),
         (SUMS_TASK.replace("  answer: a\n", ""), r"fields: .*'answer' is missing"),
-        (SUMS_TASK.replace("{path: data/sums.jsonl}", "{url: https://example.org/s.jsonl}"), r"a url needs its sha256"),
-        (SUMS_TASK.replace("{path: data/sums.jsonl}", "{path: data/sums.txt}"), r"cannot tell the format"),
+        (
+            SUMS_TASK.replace("{path: tasks/data/sums.jsonl}", "{url: https://example.org/s.jsonl}"),
+            r"a url needs its sha256",
+        ),
+        (SUMS_TASK.replace("{path: tasks/data/sums.jsonl}", "{path: tasks/data/sums.txt}"), r"cannot tell the format"),
         (SUMS_TASK + "tolerance: 0.1\n", None),  # valid: a tolerance for numbers
         (SUMS_TASK.replace("number", "text") + "tolerance: 0.1\n", r"'tolerance' is for numbers"),
         (SUMS_TASK.replace("question: q", "question: {field: q, pattern: '('}"), r"pattern: not a valid regex"),
@@ -200,13 +203,13 @@ def test_a_bad_task_file_is_an_error_naming_the_file_and_the_key(tmp_path, monke
     ("data", "message"),
     [
         ('{"q": "x?", "a": "1"}\n{"a": "2"}\n', r"sums\.jsonl:2: missing field 'q' \(fields\.question\)"),
-        ("", r"data/sums\.jsonl: no records in this source \(all of task file tasks/mine\.yaml\)"),
+        ("", r"tasks/data/sums\.jsonl: no records in this source \(all of task file tasks/mine\.yaml\)"),
         ('{"q": "x?", "a": "one"}\n', r"sums\.jsonl:1: answer 'one' is not a number \(number\)"),
         ('{"q": "x?", "a": "1"}\n{oops\n', r"sums\.jsonl:2: not valid JSON"),
     ],
 )
 def test_a_record_that_does_not_fit_stops_fetch_naming_file_line_and_task_file(tmp_path, monkeypatch, data, message):
-    write_task(tmp_path, SUMS_TASK, {"data/sums.jsonl": data})
+    write_task(tmp_path, SUMS_TASK, {"tasks/data/sums.jsonl": data})
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match=message) as err:
         fetch("mine")
@@ -214,7 +217,9 @@ def test_a_record_that_does_not_fit_stops_fetch_naming_file_line_and_task_file(t
 
 
 def test_a_checksum_that_does_not_match_and_choices_the_type_cannot_hold(tmp_path, monkeypatch):
-    pinned = SUMS_TASK.replace("{path: data/sums.jsonl}", "{path: data/sums.jsonl, sha256: '" + "0" * 64 + "'}")
+    pinned = SUMS_TASK.replace(
+        "{path: tasks/data/sums.jsonl}", "{path: tasks/data/sums.jsonl, sha256: '" + "0" * 64 + "'}"
+    )
     write_task(tmp_path, pinned)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match=r"sums\.jsonl: SHA-256 .* does not match the 0{64} pinned in tasks/mine\.yaml"):
@@ -222,16 +227,16 @@ def test_a_checksum_that_does_not_match_and_choices_the_type_cannot_hold(tmp_pat
     five = json.dumps({"q": "Pick one.", "o": ["a", "b", "c", "d", "e"], "a": "B"}) + "\n"
     three = """
 answer_type: choice_A-C
-source: {all: {path: data/pick.jsonl}}
+source: {all: {path: tasks/data/pick.jsonl}}
 fields: {question: q, choices: o, answer: a}
 """
     (tmp_path / "tasks/mine.yaml").write_text(three)
-    (tmp_path / "data/pick.jsonl").write_text(five * 20)
+    (tmp_path / "tasks/data/pick.jsonl").write_text(five * 20)
     with pytest.raises(
         DataError, match=r"pick\.jsonl:1: 5 choices, but answer type choice_A-C holds 3 choices \(A-C\)"
     ):
         fetch("mine")
-    (tmp_path / "data/pick.jsonl").write_text(five.replace('"B"', '"F"') * 20)
+    (tmp_path / "tasks/data/pick.jsonl").write_text(five.replace('"B"', '"F"') * 20)
     (tmp_path / "tasks/mine.yaml").write_text(three.replace("choice_A-C", "choice_A-E"))
     with pytest.raises(DataError, match=r"answer 'F' is not one of the choice letters A, B, C, D, E"):
         fetch("mine")
@@ -239,7 +244,7 @@ fields: {question: q, choices: o, answer: a}
 
 def test_a_downloaded_source_whose_checksum_does_not_match_names_the_task_file_and_key(tmp_path, monkeypatch):
     url = "https://example.org/data/sums.jsonl"
-    pinned = SUMS_TASK.replace("{path: data/sums.jsonl}", "{url: " + url + ", sha256: '" + "0" * 64 + "'}")
+    pinned = SUMS_TASK.replace("{path: tasks/data/sums.jsonl}", "{url: " + url + ", sha256: '" + "0" * 64 + "'}")
     write_task(tmp_path, pinned, {"mirror/example.org/data/sums.jsonl": SUMS})
     monkeypatch.chdir(tmp_path)
     named = r"\[task file tasks/mine\.yaml, key source\.all\]"
@@ -267,25 +272,27 @@ def test_an_unknown_task_lists_the_projects_own(tmp_path, monkeypatch):
 
 def test_a_task_with_several_sources_gets_its_own_params_section(tmp_path, monkeypatch):
     task = SUMS_TASK.replace(
-        "source:\n  all: {path: data/sums.jsonl}\n",
-        "sources:\n  small: {all: {path: data/sums.jsonl}}\n  large: {all: {path: data/more.jsonl}}\n",
+        "source:\n  all: {path: tasks/data/sums.jsonl}\n",
+        "sources:\n  small: {all: {path: tasks/data/sums.jsonl}}\n  large: {all: {path: tasks/data/more.jsonl}}\n",
     )
-    write_task(tmp_path, task, {"data/sums.jsonl": SUMS, "data/more.jsonl": SUMS * 2})
+    write_task(tmp_path, task, {"tasks/data/sums.jsonl": SUMS, "tasks/data/more.jsonl": SUMS * 2})
     monkeypatch.chdir(tmp_path)
     assert fetch("mine")[1]["train"] == 28  # the first source is the default
     with pytest.raises(ConfigError, match=r"data\.mine\.source: Input should be 'small' or 'large'"):
         parse_params({"data": {"tasks": ["mine"], "mine": {"source": "huge"}}})
     _, large = fetch("mine", mine={"source": "large"})
-    assert list(large["sha256"]) == ["data/more.jsonl"]
+    assert list(large["sha256"]) == ["tasks/data/more.jsonl"]
     assert large["dropped_train_duplicates_of_test"] > 0  # every question twice: train copies of test ones go
 
 
 def test_the_fetch_stage_stops_on_a_bad_record_with_one_message(tmp_path):
-    write_task(tmp_path, SUMS_TASK, {"data/sums.jsonl": '{"q": "x?"}\n'})
+    write_task(tmp_path, SUMS_TASK, {"tasks/data/sums.jsonl": '{"q": "x?"}\n'})
     (tmp_path / "params.yaml").write_text(
         (REPO / "params.yaml").read_text().replace("[coin_flip, last_letter_concatenation]", "[mine]")
     )
     cmd = [sys.executable, str(REPO / "stages/fetch.py"), "--task", "mine", "--out", "f.jsonl", "--metrics", "m.json"]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "error: data/sums.jsonl:1: missing field 'a' (fields.answer) [task file tasks/mine.yaml]" in done.stderr
+    assert (
+        "error: tasks/data/sums.jsonl:1: missing field 'a' (fields.answer) [task file tasks/mine.yaml]" in done.stderr
+    )

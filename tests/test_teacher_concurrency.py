@@ -98,7 +98,7 @@ def test_an_orphaned_stage_beside_its_rerun_pays_once_and_a_killed_one_is_taken_
         assert 0 < run_info["requests_sent"] < 280  # and took over the rest
 
 
-def test_a_cache_file_that_is_not_a_database_stops_the_stage_with_one_message(tmp_path):
+def test_a_cache_file_that_is_not_a_database_is_kept_aside_and_the_stage_goes_on(tmp_path):
     folder = stage_folder(tmp_path / "p", "http://127.0.0.1:9/v1", 1, n_questions=10)
     (tmp_path / "cache/teacher").mkdir(parents=True)
     (tmp_path / "cache/teacher/completions.sqlite3").write_bytes(b"\x00garbage" * 1000)
@@ -107,7 +107,9 @@ def test_a_cache_file_that_is_not_a_database_stops_the_stage_with_one_message(tm
     )
     stderr = done.stderr.decode()
     assert done.returncode == 2 and "Traceback" not in stderr
-    assert "error: the teacher cache" in stderr and "Move it aside" in stderr
+    assert stderr.count("was damaged") == 1 and "kept as" in stderr and "Move it aside" not in stderr
+    assert "error: the teacher endpoint" in stderr  # past the cache, on to the (unreachable) teacher
+    assert (tmp_path / "cache/teacher/completions.sqlite3.damaged-1").read_bytes() == b"\x00garbage" * 1000
 
 
 @pytest.mark.slow

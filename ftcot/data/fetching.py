@@ -80,7 +80,9 @@ def read_source(
                 digests[ref.path] = digest
             rows, origin = iter_rows(path, ref), str(path)
         try:
-            examples[role] = [to_example(row, where, fields, kind, seed, i) for i, (where, row) in enumerate(rows)]
+            examples[role] = [
+                to_example(row, where, fields, kind, seed, i, params.max_chars) for i, (where, row) in enumerate(rows)
+            ]
         except DataError as err:
             raise DataError(f"{err} [task file {task.path}]") from None
         if not examples[role]:

@@ -10,6 +10,7 @@ field stops with a :class:`DataError` that names the file and line, and the task
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 import re
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from ftcot.answers import AnswerType, canonical_number, canonical_number_unit
 from ftcot.data.tasks import AnswerField, ChoicesField, Fields, FileRef, TextField
-from ftcot.io import DataError
+from ftcot.io import DataError, read_text, text_lines
 
 CHOICE_LETTERS = "ABCDEFGHIJ"
 _MISSING = object()
@@ -45,26 +46,19 @@ def get_path(record: object, path: str, where: str) -> object:
 
 def _read_json(path: Path) -> object:
     try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
 def _json_lines(path: Path) -> Iterator[tuple[str, object]]:
-    with path.open(encoding="utf-8") as f:
+    for lineno, line in text_lines(path):
+        if not line.strip():
+            continue
         try:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield _where(path, lineno), json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-        except UnicodeDecodeError as err:
-            raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+            yield _where(path, lineno), json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
 
 
 def _json_list(path: Path, records: str | None) -> Iterator[tuple[str, object]]:
@@ -78,13 +72,36 @@ def _json_list(path: Path, records: str | None) -> Iterator[tuple[str, object]]:
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[str, object]]:
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
+    """The rows of a CSV file as {header: value}, each named by the line it starts on. A row with
+    more or fewer fields than the header is an error (a comma inside an unquoted text would
+    otherwise shift every field after it), and so is a quote opened and never closed, reported at
+    the line where the row that opens it starts."""
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as err:
+        raise DataError(f"{path}:1: not readable as CSV ({err})") from None
+    if len(set(header)) != len(header):
+        raise DataError(f"{path}:1: the header names a column twice: {header}")
+    while True:
+        start = reader.line_num + 1
         try:
-            for row in reader:
-                yield _where(path, reader.line_num), row
-        except (csv.Error, UnicodeDecodeError) as err:
-            raise DataError(f"{path}:{reader.line_num}: not readable as CSV ({err})") from None
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            what = "a quote opened on this line is never closed" if "end of data" in str(err) else str(err)
+            raise DataError(f"{path}:{start}: not readable as CSV ({what})") from None
+        if not row:
+            continue  # a blank line
+        if len(row) != len(header):
+            raise DataError(
+                f"{path}:{start}: {len(row)} fields, but the header has {len(header)} "
+                f"({', '.join(header)}): quote a text that holds a comma"
+            )
+        yield _where(path, start), dict(zip(header, row, strict=True))
 
 
 def iter_rows(path: Path, ref: FileRef) -> Iterator[tuple[str, object]]:
@@ -203,11 +220,22 @@ def normalize_answer(answer: str, kind: AnswerType, where: str, n_choices: int |
         return text.lower()
     if not text:
         raise DataError(f"{where}: the answer is empty")
+    if not kind.normalize(text):
+        raise DataError(
+            f"{where}: answer {answer!r} is empty once read by answer type {kind.name}'s rules (e.g. articles and "
+            "punctuation removed), so no prediction could ever match it: fix the answer or choose another answer type"
+        )
     return text
 
 
-def to_example(row: object, where: str, fields: Fields, kind: AnswerType, seed: int, index: int) -> dict:
-    """One record of a source as ``{question, answer, rationale}``."""
+MAX_CHARS = 100_000  # data.max_chars' default
+
+
+def to_example(
+    row: object, where: str, fields: Fields, kind: AnswerType, seed: int, index: int, max_chars: int = MAX_CHARS
+) -> dict:
+    """One record of a source as ``{question, answer, rationale}``; a text longer than ``max_chars``
+    (a whole file pasted into a field, a wrong field mapping) is an error before any teacher request."""
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected an object (a record with fields), got a {type(row).__name__}")
     question = _text(row, fields.question, where, "fields.question").strip()
@@ -236,4 +264,11 @@ def to_example(row: object, where: str, fields: Fields, kind: AnswerType, seed: 
             rationale = _text(row, fields.rationale, where, "fields.rationale").strip() or None
         except DataError:
             rationale = None  # a reference rationale is optional, record by record
-    return {"question": question, "answer": normalize_answer(answer, kind, where, n_choices), "rationale": rationale}
+    example = {"question": question, "answer": normalize_answer(answer, kind, where, n_choices), "rationale": rationale}
+    for name, text in example.items():
+        if text is not None and len(text) > max_chars:
+            raise DataError(
+                f"{where}: the {name} is {len(text):,} characters long, over data.max_chars ({max_chars:,}): "
+                "check the field mapping, or raise data.max_chars"
+            )
+    return example

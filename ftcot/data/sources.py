@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -37,7 +38,7 @@ def mirror_path(ref: FileRef) -> str:
     if ref.mirror:
         return ref.mirror
     parts = urlsplit(ref.url)
-    return f"{parts.netloc}{parts.path}"
+    return f"{parts.netloc}{parts.path}".lstrip("/")  # relative: a file:// URL has no host
 
 
 def source_file(ref: FileRef) -> SourceFile:
@@ -66,27 +67,58 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest: Path, retries: int = 3, timeout: float = 60.0, backoff: float = 2.0) -> None:
-    """Downloads ``url`` to ``dest`` atomically, retrying with exponential backoff."""
+def download(
+    url: str,
+    dest: Path,
+    sha256: str | None = None,
+    retries: int = 3,
+    timeout: float = 60.0,
+    backoff: float = 2.0,
+) -> None:
+    """Downloads ``url`` to ``dest``, retrying with exponential backoff. The bytes go to a temporary
+    file beside ``dest`` (inside the download folder) and are moved into place only once they match
+    ``sha256`` (when given): a failed or wrong download never replaces a file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".part")
     last_error: Exception | None = None
     for attempt in range(retries):
+        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        partial = Path(name)
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response, partial.open("wb") as f:
+            digest = hashlib.sha256()
+            with urllib.request.urlopen(url, timeout=timeout) as response, os.fdopen(fd, "wb") as f:
                 while block := response.read(1 << 20):
+                    digest.update(block)
                     f.write(block)
+            if sha256 is not None and digest.hexdigest() != sha256:
+                raise ChecksumMismatch(
+                    f"{url}: the download's SHA-256 {digest.hexdigest()} does not match the pinned {sha256}; the file "
+                    "changed upstream or the download is corrupt (nothing was written)"
+                )
             partial.replace(dest)
             return
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
             last_error = err
             if attempt + 1 < retries:
                 time.sleep(backoff * 2**attempt)
-    partial.unlink(missing_ok=True)
+        finally:
+            partial.unlink(missing_ok=True)
     raise DataError(
         f"could not download {url} after {retries} tries ({last_error}). Without internet, point "
         f"data.mirror (or ${MIRROR_ENV}) at a local folder laid out like the upstream paths"
     )
+
+
+class ChecksumMismatch(DataError):
+    """A file's bytes are not the pinned ones."""
+
+
+def _inside(folder: Path, relative: str, what: str) -> Path:
+    """``folder / relative``, refused if it leaves ``folder`` (an absolute path, a ``..``). Checked on
+    the path as written, not resolved: a mirror made of links to where the files really are is fine."""
+    path = Path(os.path.normpath(folder / relative))
+    if not path.is_relative_to(Path(os.path.normpath(folder))):
+        raise DataError(f"{relative!r} leaves the {what} {folder}: refused")
+    return path
 
 
 def resolve_mirror(mirror: str | None) -> Path | None:
@@ -102,13 +134,13 @@ def fetch_file(
     its SHA-256, verified against the pin."""
     source = SOURCE_FILES[key] if isinstance(key, str) else key
     if mirror is not None:
-        path = mirror / source.path
+        path = _inside(mirror, source.path, "mirror")
         if not path.is_file():
             raise DataError(f"the mirror {mirror} has no {source.path} (expected at {path})")
     else:
-        path = download_dir / source.path
+        path = _inside(download_dir, source.path, "download folder")
         if not path.is_file() or (source.sha256 and sha256_file(path) != source.sha256):
-            download(source.url, path, retries=retries)
+            download(source.url, path, source.sha256 if verify else None, retries=retries)
     digest = sha256_file(path)
     if verify and source.sha256 and digest != source.sha256:
         raise DataError(

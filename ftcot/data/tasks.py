@@ -15,10 +15,11 @@ records to those of the code they replaced.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import yaml
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ftcot.answers import ANSWER_TYPES
 from ftcot.errors import FtcotError
+from ftcot.io import DataError, load_yaml, read_text
 
 BUILTIN_DIR = "builtin_tasks"
 DEFAULT_TASK_DIR = "tasks"
@@ -150,6 +152,10 @@ class FileRef(_Spec):
                 raise ValueError("a url needs its sha256 (null, to leave it unpinned)")
             if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
                 raise ValueError("sha256 must be 64 lower-case hex digits")
+        if self.mirror is not None and not _confined(self.mirror):
+            raise ValueError(
+                f"mirror {self.mirror!r} must be a relative path inside the mirror (no '..', not absolute)"
+            )
         if self.hub is not None and self.split is None:
             raise ValueError("a Hugging Face source needs its 'split'")
         if self.hub is None and (self.name is not None or self.split is not None):
@@ -326,6 +332,59 @@ class Task:
         return None
 
 
+def _confined(path: str) -> bool:
+    """Whether ``path`` stays inside the folder it is relative to, whatever that folder is."""
+    pure = PurePosixPath(path.replace("\\", "/"))
+    return bool(path) and not pure.is_absolute() and ".." not in pure.parts and not re.match(r"[A-Za-z]:", path)
+
+
+def local_files(task: Task) -> list[tuple[str, FileRef]]:
+    """Every local file the task file names, with its key: ``source.all``, ``sources.<name>.train``,
+    ``split.index_files.<name>``."""
+    refs = []
+    for name, spec in task.sources.items():
+        prefix = "source" if task.spec.source is not None else f"sources.{name}"
+        refs += [(f"{prefix}.{role}", ref) for role, ref in spec.roles.items() if ref.path is not None]
+    for name, ref in (task.spec.split.index_files or {}).items():
+        if ref.path is not None:
+            refs.append((f"split.index_files.{name}", ref))
+    return refs
+
+
+def check_local_paths(task: Task, task_dir: str | Path, allow_outside: bool, root: Path | None = None) -> list[str]:
+    """What is wrong with the local paths of a task file, one line each (empty: nothing).
+
+    A path is relative to the project's root. The fetch stage depends on ``data.task_dir`` as a
+    folder, so a file inside it is watched by DVC: edit it and fetch reruns. A file elsewhere is
+    not, so it must be pinned by ``sha256`` (a changed file then stops fetch instead of going
+    stale). A file outside the project is refused unless ``data.allow_outside_paths`` says so.
+    """
+    root = (root or Path.cwd()).resolve()
+    watched = (root / task_dir).resolve()
+    problems = []
+    for key, ref in local_files(task):
+        where = f"{task.path}: {key}.path {ref.path!r}"
+        resolved = (root / ref.path).resolve()
+        inside_project = resolved.is_relative_to(root)
+        if not inside_project and not allow_outside:
+            problems.append(
+                f"{where} is outside the project: move the file into {task_dir}/, or set "
+                "data.allow_outside_paths: true and pin it with sha256"
+            )
+        elif not resolved.is_relative_to(watched) and ref.sha256 is None:
+            pin = f"sha256: '{_sha256(resolved)}'" if resolved.is_file() else "sha256: <its SHA-256>"
+            problems.append(
+                f"{where} is outside data.task_dir ({task_dir}/), the folder the fetch stage depends on, so DVC "
+                f"would not see it change: move it into {task_dir}/ (e.g. {task_dir}/data/{Path(ref.path).name}) "
+                f"or pin it ({pin})"
+            )
+    return problems
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _check_regex(pattern: str | None, name: str) -> None:
     if pattern is not None:
         try:
@@ -350,7 +409,7 @@ def parse_task_file(text: str, where: str, key: str, builtin: bool = False) -> T
     if not _KEY.fullmatch(key):
         raise TaskFileError(f"{where}: the file name must be a task key (lower case, digits, _): {key!r}")
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as err:
         raise TaskFileError(f"{where}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
@@ -383,7 +442,11 @@ def _project_tasks(folder: str, shown_as: str, stamp: tuple) -> dict[str, Task]:
         where = str(Path(shown_as) / path.name)  # as the user wrote the folder: tasks/mine.yaml
         if key in TASKS:
             raise TaskFileError(f"{where}: {key!r} is a built-in task: give your task another name")
-        tasks[key] = parse_task_file(path.read_text(), where, key)
+        try:
+            text = read_text(path)
+        except DataError as err:
+            raise TaskFileError(str(err).replace(str(path), where, 1)) from None
+        tasks[key] = parse_task_file(text, where, key)
     return tasks
 
 

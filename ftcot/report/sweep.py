@@ -21,6 +21,7 @@ import yaml
 from ftcot import paths
 from ftcot.config import OPERATIONAL_KEYS
 from ftcot.errors import FtcotError
+from ftcot.io import load_yaml
 
 
 def _states(node) -> Iterator[dict]:
@@ -36,6 +37,17 @@ def _states(node) -> Iterator[dict]:
             yield from _states(value)
 
 
+def _by_name(exp_show: list) -> dict[str, dict]:
+    """The experiment states of ``dvc exp show --json`` by name. A name can be listed twice: a point that failed (its
+    queue entry stays, as failed) and then ran again; its result is the one that did not fail."""
+    by_name: dict[str, dict] = {}
+    for state in _states(exp_show):
+        name = state.get("name")
+        if name and (name not in by_name or by_name[name].get("error")):
+            by_name[name] = state
+    return by_name
+
+
 # The pipeline's one DVC metrics file (stage report), which `dvc exp show --json` carries.
 HEADLINE = paths.HEADLINE
 
@@ -47,7 +59,7 @@ def _file_data(files: dict | None, path: str) -> dict:
 def diversity_points(exp_show: list, names: dict[int, str], tasks: Sequence[str]) -> list[dict]:
     """``[{task, diversity, accuracy, kept, experiment}]`` for the experiments named in ``names``
     (``{D: experiment name}``), sorted by task then D. Raises if one is missing or failed."""
-    by_name = {s.get("name"): s for s in _states(exp_show) if s.get("name")}
+    by_name = _by_name(exp_show)
     points = []
     for diversity, name in sorted(names.items()):
         state = by_name.get(name)
@@ -136,12 +148,12 @@ class SweepError(FtcotError, ValueError):
 
 
 def parse_value(text: str) -> object:
-    """One value of ``--set key=a,b``: YAML (``8``, ``0.5``, ``true``, ``[0,1]``); ``all`` / ``null``
-    / ``none`` mean null (e.g. ``data.max_train=all``: no cap)."""
+    """One value of ``--set key=a,b``: YAML (``8``, ``0.5``, ``1e-3``, ``true``, ``[0,1]``); ``all`` /
+    ``null`` / ``none`` mean null (e.g. ``data.max_train=all``: no cap)."""
     if text.strip().lower() in NULL_WORDS:
         return None
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError as err:
         raise SweepError(f"{text!r} is not a value ({err})") from None
 
@@ -217,7 +229,7 @@ def sweep_points(exp_show: list, names: dict[str, dict], tasks: Sequence[str]) -
     experiments of ``names`` (``{experiment name: point}``), every method the headline holds (the
     fine-tuned students and the teacher's test accuracy). Raises if one is missing, failed, or ran
     with other values than its point's."""
-    by_name = {s.get("name"): s for s in _states(exp_show) if s.get("name")}
+    by_name = _by_name(exp_show)
     points = []
     for name, point in names.items():
         state = by_name.get(name)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ftcot.io import DataError, read_text
 from ftcot.teacher.base import TeacherError
 
 KOJIMA_LOG_URL = "https://raw.githubusercontent.com/kojima-takeshi188/zero_shot_cot/main/log/"
@@ -101,9 +102,9 @@ _TRIGGER = re.compile(r"direct_answer_trigger='((?:[^'\\]|\\.)*)'")
 def parse_kojima_log(path: Path) -> ParsedLog:
     """The blocks of a zero-shot-CoT log; a log that does not parse is an error naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise TeacherError(f"{path}: not a zero-shot-CoT log (not UTF-8 text: {err.reason})") from None
+        text = read_text(path)
+    except DataError as err:
+        raise TeacherError(f"{err} (not a zero-shot-CoT log)") from None
     header = _TRIGGER.search(text[:5000])
     if header is None:
         raise TeacherError(f"{path}: not a zero-shot-CoT log (no Namespace(... direct_answer_trigger=...) header)")
@@ -182,9 +183,11 @@ def read_reasoning_teacher(path: Path, task: str) -> list[dict]:
     """The completions of one ``D_<task>.json``, checked: a file of another layout or dataset is an
     error naming it."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise TeacherError(f"{path}: not a reasoning-teacher completion file ({err})") from None
+        data = json.loads(read_text(path))
+    except DataError as err:
+        raise TeacherError(f"{err} (not a reasoning-teacher completion file)") from None
+    except json.JSONDecodeError as err:
+        raise TeacherError(f"{path}:{err.lineno}: not a reasoning-teacher completion file ({err.msg})") from None
     if not isinstance(data, dict) or not isinstance(data.get("data"), dict):
         raise TeacherError(f"{path}: expected {{'metadata': {{...}}, 'data': {{'<sample_index>': [...]}}}}")
     key = (data.get("metadata") or {}).get("dataset_key")

@@ -166,21 +166,29 @@ class ReplayTeacher:
         return cls._from_entries(path, f"reasoning-teacher:{sha256_file(path)}", model, entries)
 
     def coverage(self, records: Sequence[dict], diversity: int) -> dict:
-        """How many of the asked questions (``records``, ``diversity`` samples each) the file answers,
-        and which it does not; asking for more samples than it holds for any question is an error."""
-        held: dict[str, int] = {}
+        """How many of the asked questions (``records``, samples ``0 .. diversity - 1`` each) the file
+        answers in full, and which it does not, with the samples each lacks; asking for more samples
+        than it holds for any question is an error."""
+        held: dict[str, set[int]] = {}
         for question, sample in self._entries:
-            held[question] = max(held.get(question, 0), sample + 1)
-        counts = [held.get(normalize_question(r["question"]), 0) for r in records]
-        found = [r for r, n in zip(records, counts, strict=True) if n]
-        most = max(counts, default=0)
-        if found and diversity > most:
+            held.setdefault(question, set()).add(sample)
+        samples = [held.get(normalize_question(r["question"]), set()) for r in records]
+        most = max((max(s) + 1 for s in samples if s), default=0)
+        if any(samples) and diversity > most:
             raise TeacherError(
                 f"{self.path} holds at most {most} sample(s) per question, but diversity is {diversity}: "
                 "lower diversity, or replay a file with more samples"
             )
-        short = [r["id"] for r, n in zip(records, counts, strict=True) if n < diversity]
-        return {"questions": len(records), "found": len(records) - len(short), "missing": short}
+        missing = {}
+        for record, have in zip(records, samples, strict=True):
+            lacking = [i for i in range(diversity) if i not in have]
+            if lacking:
+                missing[record["id"]] = lacking
+        short = [
+            qid if len(lacking) == diversity else f"{qid} (sample{'s' * (len(lacking) > 1)} {_ranges(lacking)})"
+            for qid, lacking in missing.items()
+        ]
+        return {"questions": len(records), "found": len(records) - len(missing), "missing": short}
 
     @property
     def endpoint(self) -> str:
@@ -200,6 +208,18 @@ class ReplayTeacher:
             text = entry["answer"] if meta.step == "answer" else entry["rationale"]
             on_result(i, Completion(text=text, finish_reason="replay", prompt_tokens=0, completion_tokens=0))
         return failures
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``0-2, 5``."""
+    parts, start = [], None
+    for i, n in enumerate(numbers):
+        if start is None:
+            start = n
+        if i + 1 == len(numbers) or numbers[i + 1] != n + 1:
+            parts.append(str(n) if start == n else f"{start}-{n}")
+            start = None
+    return ", ".join(parts)
 
 
 def replay_teacher(

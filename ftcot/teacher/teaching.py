@@ -80,6 +80,8 @@ def _ask(
     found: dict[str, Completion],
     desc: str,
 ) -> None:
+    if cache.read_only:  # nothing could be stored: stop before any request, the preflight's included
+        raise cache.read_only_error(len(pending))
     preflight = getattr(teacher, "preflight", None)
     if preflight is not None:
         preflight()
