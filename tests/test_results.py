@@ -1,0 +1,81 @@
+"""Named runs committed beside the default run (results/<name>/): their params are complete and
+valid, their table is made from their summary, and the README shows exactly that table."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ftcot.config import load_params
+from ftcot.report.results import BEGIN, END, cell, splice, table, wilson
+
+REPO = Path(__file__).resolve().parents[1]
+NAMED = sorted(p.parent.name for p in (REPO / "results").glob("*/params.yaml"))
+
+
+def test_the_paper_run_is_defined():
+    assert "paper-smollm2" in NAMED
+    paper = json.loads((REPO / "results/paper.json").read_text())
+    gpt2 = paper["rows"]["Paper: GPT-2 124M, Fine-tune-CoT"]
+    assert (gpt2["coin_flip"], gpt2["last_letter_concatenation"]) == (77.33, 4.67)  # the paper's anchors
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_a_named_runs_params_are_complete_and_valid(name):
+    params = load_params(REPO / "results" / name / "params.yaml")
+    assert params.data.tasks
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_the_readme_shows_the_table_of_each_finished_run(name):
+    summary_file = REPO / "results" / name / "summary.json"
+    readme = (REPO / "README.md").read_text()
+    if not summary_file.exists():
+        assert BEGIN.format(name=name) not in readme  # no table before its run has finished
+        return
+    paper = json.loads((REPO / "results/paper.json").read_text())["rows"]
+    expected = table(json.loads(summary_file.read_text()), paper)
+    assert splice(readme, name, expected) == readme
+
+
+def test_the_table_carries_accuracy_intervals_parse_rates_and_kept_rationales():
+    summary = json.loads((REPO / "metrics/summary.json").read_text())  # the default run's
+    ft_cot = summary["tasks"]["coin_flip"]["ft_cot"]
+    assert cell(summary["tasks"]["coin_flip"], "ft_cot").startswith(f"{100 * ft_cot['accuracy']:.1f} (")
+    rendered = table(summary, {"Paper: X": {"coin_flip": 77.33}})
+    lines = rendered.splitlines()
+    assert lines[0] == "| Method | Coin Flip | Last Letter |"
+    assert any(line.startswith("| Fine-tune-CoT |") for line in lines)
+    assert any(line.startswith("| Random | 50.0 |") for line in lines)
+    teacher = summary["tasks"]["coin_flip"]["teacher"]
+    assert f"| Kept rationales (train) | {teacher['kept']} / {teacher['rationales']} |" in rendered
+    assert lines[-1] == "| Paper: X | 77.3 | — |"
+    partly = {"tasks": {"t": {"ft_cot": {**ft_cot, "parse_rate": 0.8}, "random": 0.0}}}
+    assert "parsed 80.0%" in cell(partly["tasks"]["t"], "ft_cot")
+
+
+def test_the_wilson_interval_is_the_reports():
+    summary = json.loads((REPO / "metrics/summary.json").read_text())
+    ft_cot = summary["tasks"]["coin_flip"]["ft_cot"]
+    low, high = wilson(round(ft_cot["accuracy"] * ft_cot["n"]), ft_cot["n"])
+    expected = (round(ft_cot["accuracy_ci_low"], 4), round(ft_cot["accuracy_ci_high"], 4))
+    assert (round(low, 4), round(high, 4)) == expected
+
+
+def test_splice_replaces_only_between_the_markers_and_needs_them():
+    doc = f"a\n{BEGIN.format(name='x')}\nold\n{END.format(name='x')}\nb\n"
+    assert splice(doc, "x", "new") == f"a\n{BEGIN.format(name='x')}\nnew\n{END.format(name='x')}\nb\n"
+    with pytest.raises(ValueError, match="no markers for results 'y'"):
+        splice(doc, "y", "new")
+
+
+def test_the_script_names_a_task_the_run_does_not_have_before_running_anything():
+    cmd = [sys.executable, "scripts/results.py", "run", "paper-smollm2", "--tasks", "gsm8k"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "--tasks ['gsm8k']: not in data.tasks of results/paper-smollm2/params.yaml" in done.stderr
+    cmd = [sys.executable, "scripts/results.py", "run", "nope"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert "no results/nope/params.yaml" in done.stderr
