@@ -325,6 +325,12 @@ class StudentParams(Section):
     max_length: int = Field(256, ge=16, description="Tokens per example; longer ones are cut.")
     val_accuracy: bool = Field(False, description="Decode the validation set after each epoch and log its accuracy.")
     val_max_new_tokens: int = Field(128, ge=1, description="Generation limit of that validation decoding.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="'auto': bf16 where the device computes it natively (CUDA; a CPU with AVX-512 BF16 or AMX under "
+        "FTCOT_NUMERICS=native) for pretrained students, else fp32; 'bf16': autocast to bfloat16 for training "
+        "(fp32 weights and LoRA adapters) and evaluation.",
+    )
 
 
 class EvaluateParams(Section):

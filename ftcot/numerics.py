@@ -111,3 +111,27 @@ def device_description() -> str:
         return f"cuda ({torch.cuda.get_device_name(0)})"
     kernels = f"{torch.backends.cpu.get_cpu_capability()} kernels, {torch.get_num_threads()} threads"
     return f"cpu, {numerics_mode()} numerics ({kernels})"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX-512 BF16 or AMX); elsewhere torch emulates
+    it, more slowly than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: str, pretrained: bool) -> str:
+    """``student.precision`` as it runs here: ``fp32`` or ``bf16`` as asked; ``auto`` is bf16 where
+    the device computes it natively (a CUDA GPU with bf16; a CPU with AVX-512 BF16 or AMX under
+    ``FTCOT_NUMERICS=native``) for a pretrained student, else fp32. So the default (portable
+    numerics, the tiny students) stays fp32 and byte-identical on every CPU."""
+    import torch
+
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if pretrained and numerics_mode() == "native" and cpu_has_native_bf16() else "fp32"

@@ -10,6 +10,7 @@ accuracy, and with evaluate.samples = k a self-consistency vote over k sampled c
 """
 
 import argparse
+import functools
 
 import torch
 from transformers import AutoTokenizer
@@ -25,8 +26,8 @@ from ftcot.evaluation.scoring import (
 from ftcot.io import write_json, write_jsonl
 from ftcot.methods import FINETUNE_METHODS
 from ftcot.stage import log, run_stage
-from ftcot.student.formats import student_prompt
-from ftcot.student.models import is_encoder_decoder, load_model
+from ftcot.student.formats import answer_end, student_prompt
+from ftcot.student.models import autocast, is_encoder_decoder, load_model, student_precision
 
 
 def main() -> None:
@@ -47,23 +48,30 @@ def main() -> None:
     encoder_decoder = is_encoder_decoder(model)
     evaluate = params.evaluate
     prompts = [student_prompt(ex["question"], encoder_decoder) for ex in test]
-    generations = generate_greedy(model, tokenizer, prompts, evaluate.batch_size, evaluate.max_new_tokens)
-    samples = None
-    if evaluate.samples:
-        samples = generate_samples(
-            model,
-            tokenizer,
-            prompts,
-            evaluate.batch_size,
-            evaluate.max_new_tokens,
-            num_samples=evaluate.samples,
-            temperature=evaluate.temperature,
-            seed=args.seed,
+    # Decoding of a completion ends with its answer's line: what is read of it is on that line.
+    ends = functools.partial(answer_end, args.variant)
+    precision = student_precision(params.student.model, params.student.precision)
+    with autocast(precision):
+        generations = generate_greedy(
+            model, tokenizer, prompts, evaluate.batch_size, evaluate.max_new_tokens, ends=ends
         )
+        samples = None
+        if evaluate.samples:
+            samples = generate_samples(
+                model,
+                tokenizer,
+                prompts,
+                evaluate.batch_size,
+                evaluate.max_new_tokens,
+                num_samples=evaluate.samples,
+                temperature=evaluate.temperature,
+                seed=args.seed,
+                ends=ends,
+            )
     predictions = score_predictions(test, generations, args.variant, samples)
     metrics = summarize_predictions(predictions, [ex["id"] for ex in test])
     write_jsonl(args.predictions, predictions)
-    write_json(args.metrics, {"method": args.variant, "seed": args.seed, **metrics})
+    write_json(args.metrics, {"method": args.variant, "seed": args.seed, "precision": precision, **metrics})
     log.info("%s: %s", args.model, describe_metrics(metrics))  # names the task, method and seed
 
 

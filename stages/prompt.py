@@ -25,7 +25,7 @@ from ftcot.evaluation.scoring import (
 from ftcot.io import read_jsonl, write_json, write_jsonl
 from ftcot.methods import PROMPTING_METHODS
 from ftcot.stage import log, run_stage
-from ftcot.student.models import load_pretrained
+from ftcot.student.models import autocast, load_pretrained, student_precision
 
 
 def main() -> None:
@@ -45,19 +45,21 @@ def main() -> None:
         exemplars = select_exemplars(examples, params.evaluate.few_shot_k, params.seed)
     model, tokenizer = load_pretrained(params.student.model)
     model.to("cuda" if torch.cuda.is_available() else "cpu")
-    generations = run_prompting(
-        args.method,
-        model,
-        tokenizer,
-        test,
-        params.evaluate.batch_size,
-        params.evaluate.max_new_tokens,
-        exemplars,
-    )
+    precision = student_precision(params.student.model, params.student.precision)
+    with autocast(precision):
+        generations = run_prompting(
+            args.method,
+            model,
+            tokenizer,
+            test,
+            params.evaluate.batch_size,
+            params.evaluate.max_new_tokens,
+            exemplars,
+        )
     predictions = score_predictions(test, generations, args.method)
     metrics = summarize_predictions(predictions, [ex["id"] for ex in test])
     write_jsonl(args.predictions, predictions)
-    write_json(args.metrics, {"method": args.method, "model": params.student.model, **metrics})
+    write_json(args.metrics, {"method": args.method, "model": params.student.model, "precision": precision, **metrics})
     log.info("%s", describe_metrics(metrics))
 
 

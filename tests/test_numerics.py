@@ -60,3 +60,20 @@ pin_cpu_numerics()
     proc = run_python(late, ATEN_CPU_CAPABILITY="default")
     assert proc.returncode != 0
     assert "ATen runs its DEFAULT kernels on a CPU with AVX2: a tensor operation ran before" in proc.stderr
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_does_it_and_never_for_the_default(monkeypatch):
+    from ftcot import numerics
+    from ftcot.student.models import student_precision
+
+    monkeypatch.setattr(numerics, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setenv("FTCOT_NUMERICS", "native")
+    assert numerics.resolve_precision("auto", pretrained=True) == "bf16"
+    assert student_precision("tiny-llama", "auto") == "fp32"  # trained from scratch: fp32
+    monkeypatch.setenv("FTCOT_NUMERICS", "portable")
+    assert numerics.resolve_precision("auto", pretrained=True) == "fp32"  # the portable promise holds
+    monkeypatch.setattr(numerics, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setenv("FTCOT_NUMERICS", "native")
+    assert numerics.resolve_precision("auto", pretrained=True) == "fp32"  # emulated bf16 is slower
+    assert numerics.resolve_precision("bf16", pretrained=False) == "bf16"  # asked for: as asked
+    assert numerics.resolve_precision("fp32", pretrained=True) == "fp32"

@@ -497,3 +497,13 @@ def test_training_logs_are_quiet(tmp_path, capfd):
     assert "{'loss'" not in err and "'eval_loss'" not in err and "'train_runtime'" not in err
     assert "missing keys" not in err  # the tied output layer, reloaded with the best checkpoint
     assert "loss_type=None" not in err
+
+
+def test_bf16_training_autocasts_keeps_fp32_weights_and_says_so(tmp_path):
+    """student.precision: bf16 on CPU: the Trainer's bfloat16 autocast; the saved weights stay fp32,
+    the run is recorded as bf16, and its losses differ from fp32's (the autocast really ran)."""
+    fp32, fp32_curve = finetune(examples(), [], "ft_cot", params(precision="fp32"), 0, tmp_path / "a")
+    bf16, bf16_curve = finetune(examples(), [], "ft_cot", params(precision="bf16"), 0, tmp_path / "b")
+    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "b").dtype == torch.float32
+    assert fp32_curve[0]["loss"] != bf16_curve[0]["loss"] and abs(fp32_curve[0]["loss"] - bf16_curve[0]["loss"]) < 0.1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -23,6 +23,7 @@ def generate_greedy(
     max_new_tokens: int,
     desc: str = "generate",
     stop: Sequence[str] = (),
+    ends: Callable[[str], int | None] | None = None,
 ) -> list[dict]:
     """Greedy completions of ``prompts``, in their order.
 
@@ -32,10 +33,132 @@ def generate_greedy(
     completion ``text`` (special tokens removed), its token count and whether it hit
     ``max_new_tokens`` (or the end of the model's context) without EOS (``truncated``).
     A completion also ends at the first of the ``stop`` strings (cut off, not included): a
-    few-shot prompt's next "Q:".
+    few-shot prompt's next "Q:"; and where ``ends(text)`` gives the length of a complete answer
+    (e.g. a student's answer line: :func:`ftcot.student.formats.answer_end`), cut there.
+
+    A decoder's batch shrinks as its sequences end (:func:`decode_greedy`): the cost of a batch is
+    the sum of its completions' lengths, not its longest times its size.
     """
+    if not is_encoder_decoder_model(model):
+        return decode_greedy(model, tokenizer, prompts, batch_size, max_new_tokens, desc, stop, ends)
     groups = _generate_padded_left(model, tokenizer, prompts, batch_size, max_new_tokens, desc, stop=stop)
-    return [group[0] for group in groups]
+    return [_ended(group[0], ends, tokenizer) for group in groups]
+
+
+def is_encoder_decoder_model(model) -> bool:
+    return bool(getattr(model.config, "is_encoder_decoder", False))
+
+
+def _ended(result: dict, ends: Callable[[str], int | None] | None, tokenizer) -> dict:
+    """``result`` cut where ``ends`` says its answer is complete (an encoder-decoder's completion,
+    which generate() decoded to the end)."""
+    cut = ends(result["text"]) if ends is not None else None
+    if cut is None:
+        return result
+    text = result["text"][:cut]
+    return {
+        "text": text,
+        "generated_tokens": len(tokenizer(text, add_special_tokens=False)["input_ids"]),
+        "truncated": False,
+    }
+
+
+def _stop_at(text: str, stop: Sequence[str], ends: Callable[[str], int | None] | None) -> int | None:
+    """Where a completion's text ends early: before the first stop string, or where ``ends`` says."""
+    cuts = [text.index(s) for s in stop if s in text]
+    if ends is not None and (end := ends(text)) is not None:
+        cuts.append(end)
+    return min(cuts, default=None)
+
+
+@torch.inference_mode()
+def decode_greedy(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    batch_size: int,
+    max_new_tokens: int,
+    desc: str = "generate",
+    stop: Sequence[str] = (),
+    ends: Callable[[str], int | None] | None = None,
+) -> list[dict]:
+    """Greedy decoding of a causal LM with the KV cache, where each sequence leaves the batch (and
+    its rows leave the cache) as soon as it ends: at EOS, at a stop string, or where ``ends`` says
+    its answer is complete. ``generate()`` instead carries every finished sequence to the end of
+    the batch's longest. Same prompts order, padding (left) and positions as ``generate()``, so the
+    completions are the same up to the floating-point effect of a smaller batch."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
+    results: list[dict | None] = [None] * len(prompts)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    context = getattr(model.config, "max_position_embeddings", None)
+    check_text = bool(stop) or ends is not None
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
+        idx = order[start : start + batch_size]
+        width = max(len(encoded[i]) for i in idx)
+        budget = max_new_tokens if context is None else min(max_new_tokens, context - width)
+        if budget < 1:
+            raise GenerationError(f"a prompt of {width} tokens leaves no room in the model's context of {context}")
+        input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            input_ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+            mask[row, width - len(encoded[i]) :] = 1
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        cache, logits = out.past_key_values, out.logits[:, -1]
+        active = list(idx)
+        tokens: dict[int, list[int]] = {i: [] for i in idx}
+        for step in range(budget):
+            chosen = logits.argmax(-1).tolist()
+            keep = []
+            for row, (i, token) in enumerate(zip(active, chosen, strict=True)):
+                if token == eos:
+                    results[i] = _result(tokenizer, tokens[i], stop, ends, stopped=True)
+                    continue
+                tokens[i].append(token)
+                if (
+                    check_text
+                    and _stop_at(tokenizer.decode(tokens[i], skip_special_tokens=True), stop, ends) is not None
+                ):
+                    results[i] = _result(tokenizer, tokens[i], stop, ends, stopped=True)
+                elif step + 1 == budget:
+                    results[i] = _result(tokenizer, tokens[i], stop, ends, stopped=False)
+                else:
+                    keep.append(row)
+            if not keep:
+                break
+            if len(keep) < len(active):  # finished sequences leave the batch and the cache
+                rows = torch.tensor(keep, device=device)
+                cache.batch_select_indices(rows)
+                mask = mask[rows]
+                active = [active[r] for r in keep]
+            chosen_kept = torch.tensor([[chosen[r]] for r in keep], device=device)
+            mask = torch.cat([mask, mask.new_ones((len(keep), 1))], dim=1)
+            positions = mask.sum(-1, keepdim=True) - 1
+            out = model(
+                input_ids=chosen_kept,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache, logits = out.past_key_values, out.logits[:, -1]
+    model.train(was_training)
+    return results
+
+
+def _result(tokenizer, tokens: list[int], stop: Sequence[str], ends, stopped: bool) -> dict:
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    cut = _stop_at(text, stop, ends)
+    if cut is not None:
+        text, stopped = text[:cut], True
+        tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return {"text": text, "generated_tokens": len(tokens), "truncated": not stopped}
 
 
 @torch.inference_mode()
@@ -49,9 +172,11 @@ def generate_samples(
     temperature: float,
     seed: int,
     desc: str = "sample",
+    ends: Callable[[str], int | None] | None = None,
 ) -> list[list[dict]]:
     """``num_samples`` completions per prompt, sampled at ``temperature`` (no top-k/top-p cut),
-    as :func:`generate_greedy` otherwise. Seeded: the same inputs give the same samples."""
+    as :func:`generate_greedy` otherwise (``ends`` cuts each completion where its answer is
+    complete). Seeded: the same inputs give the same samples."""
     torch.manual_seed(seed)
     sampling = {
         "do_sample": True,
@@ -61,7 +186,8 @@ def generate_samples(
         "num_return_sequences": num_samples,
     }
     batch = max(1, batch_size // num_samples)  # batch_size counts sequences
-    return _generate_padded_left(model, tokenizer, prompts, batch, max_new_tokens, desc, **sampling)
+    groups = _generate_padded_left(model, tokenizer, prompts, batch, max_new_tokens, desc, **sampling)
+    return [[_ended(sample, ends, tokenizer) for sample in group] for group in groups]
 
 
 def _generate_padded_left(

@@ -34,3 +34,20 @@ def student_target(variant: str, answer: str, rationale: str | None = None, enco
     else:
         raise ValueError(f"unknown variant {variant!r}; known: {list(FINETUNE_METHODS)}")
     return target if encoder_decoder else f" {target}"
+
+
+def answer_end(variant: str, text: str) -> int | None:
+    """Where a student's completion has said its answer: the end of the line that holds it (the
+    line after `` --> `` for Fine-tune-CoT; the first non-empty line for vanilla), or None while it
+    has not. Decoding stops there instead of at ``max_new_tokens`` when a student does not emit
+    EOS: the answer is read from that line either way (:func:`ftcot.answers.extract_answer`)."""
+    start = 0
+    if variant == "ft_cot":
+        marker = ANSWER_SEPARATOR.strip()
+        if marker not in text:
+            return None
+        start = text.index(marker) + len(marker)
+    rest = text[start:]
+    content = len(rest) - len(rest.lstrip())  # the answer's first character
+    newline = rest.find("\n", content)
+    return None if newline < 0 or content == len(rest) else start + newline

@@ -3,6 +3,7 @@ their tokenizers, or a pretrained model by name, hub id or local folder (:func:`
 
 from __future__ import annotations
 
+import logging
 import string
 from collections import Counter
 from collections.abc import Iterable
@@ -27,7 +28,10 @@ from transformers import (
 
 from ftcot.config import StudentParams, TinyModelParams
 from ftcot.errors import FtcotError
+from ftcot.numerics import cpu_has_native_bf16, resolve_precision
 from ftcot.student.smollm2 import PretrainedUnavailable, smollm2_folder
+
+log = logging.getLogger("ftcot")
 
 TINY_GPT2 = "tiny-gpt2"
 TINY_LLAMA = "tiny-llama"
@@ -240,6 +244,23 @@ def load_student(params: StudentParams, seed: int, corpus: Iterable[str] = ()):
         tokenizer = build_student_tokenizer(params.tiny, corpus)
         return build_tiny_t5(params, tokenizer, seed), tokenizer
     return load_pretrained(params.model)
+
+
+def student_precision(model: str, precision: str) -> str:
+    """``student.precision`` of ``student.model`` as it runs on this device
+    (:func:`ftcot.numerics.resolve_precision`): the students trained from scratch count as not pretrained."""
+    precision = resolve_precision(precision, pretrained=model not in (TINY_GPT2, TINY_LLAMA, TINY_T5))
+    if precision == "bf16" and not torch.cuda.is_available() and not cpu_has_native_bf16():
+        log.warning(
+            "student.precision: bf16 on a CPU without AVX-512 BF16 or AMX: torch emulates it, more slowly than fp32"
+        )
+    return precision
+
+
+def autocast(precision: str):
+    """The context evaluation runs in: bfloat16 autocast for ``bf16``, nothing for ``fp32``."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def wrap_lora(model, params: StudentParams):

@@ -33,7 +33,7 @@ from ftcot.config import StudentParams
 from ftcot.errors import FtcotError
 from ftcot.student.checkpoints import last_complete_checkpoint
 from ftcot.student.formats import FORMAT_VERSION, student_prompt, student_target
-from ftcot.student.models import count_parameters, is_encoder_decoder, load_student, wrap_lora
+from ftcot.student.models import count_parameters, is_encoder_decoder, load_student, student_precision, wrap_lora
 
 
 class EmptyTrainingSetError(FtcotError, ValueError):
@@ -226,7 +226,7 @@ def train_student(
     ``mean_training_loss`` for the whole run's.
     """
     steps_per_epoch = max(1, -(-len(train_ds) // (params.batch_size * params.gradient_accumulation_steps)))
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    bf16 = student_precision(params.model, params.precision) == "bf16"  # autocast; weights and LoRA adapters stay fp32
     has_val = len(val_ds) > 0
 
     with tempfile.TemporaryDirectory(prefix="ftcot-trainer-") as scratch:
@@ -390,6 +390,7 @@ def finetune(
         "format_version": FORMAT_VERSION,
         "method": params.method,
         "model": params.model,
+        "precision": student_precision(params.model, params.precision),
         "architecture": "encoder-decoder" if enc_dec else "decoder",
         "train_examples": len(train_ds),
         "val_examples": len(val_ds),
