@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from ftcot.config import load_params
-from ftcot.report.results import BEGIN, END, cell, splice, table, wilson
+from ftcot.evaluation.scoring import accuracy_interval
+from ftcot.report.results import BEGIN, END, cell, splice, table
 
 REPO = Path(__file__).resolve().parents[1]
 NAMED = sorted(p.parent.name for p in (REPO / "results").glob("*/params.yaml"))
@@ -56,12 +57,13 @@ def test_the_table_carries_accuracy_intervals_parse_rates_and_kept_rationales():
     assert "parsed 80.0%" in cell(partly["tasks"]["t"], "ft_cot")
 
 
-def test_the_wilson_interval_is_the_reports():
+def test_the_teachers_interval_is_the_reports_wilson_interval_over_the_test_questions():
     summary = json.loads((REPO / "metrics/summary.json").read_text())
-    ft_cot = summary["tasks"]["coin_flip"]["ft_cot"]
-    low, high = wilson(round(ft_cot["accuracy"] * ft_cot["n"]), ft_cot["n"])
-    expected = (round(ft_cot["accuracy_ci_low"], 4), round(ft_cot["accuracy_ci_high"], 4))
-    assert (round(low, 4), round(high, 4)) == expected
+    task = summary["tasks"]["coin_flip"]
+    n, accuracy = task["ft_cot"]["n"], task["teacher"]["test_accuracy"]
+    low, high = accuracy_interval(round(accuracy * n), n)
+    assert cell(task, "teacher") == f"{100 * accuracy:.1f} ({100 * low:.1f}–{100 * high:.1f})"
+    assert low < accuracy < high
 
 
 def test_splice_replaces_only_between_the_markers_and_needs_them():

@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ftcot.errors import FtcotError
+from ftcot.student.models import is_encoder_decoder
 
 
 class GenerationError(FtcotError, ValueError):
@@ -39,14 +40,10 @@ def generate_greedy(
     A decoder's batch shrinks as its sequences end (:func:`decode_greedy`): the cost of a batch is
     the sum of its completions' lengths, not its longest times its size.
     """
-    if not is_encoder_decoder_model(model):
+    if not is_encoder_decoder(model):
         return decode_greedy(model, tokenizer, prompts, batch_size, max_new_tokens, desc, stop, ends)
     groups = _generate_padded_left(model, tokenizer, prompts, batch_size, max_new_tokens, desc, stop=stop)
     return [_ended(group[0], ends, tokenizer) for group in groups]
-
-
-def is_encoder_decoder_model(model) -> bool:
-    return bool(getattr(model.config, "is_encoder_decoder", False))
 
 
 def _ended(result: dict, ends: Callable[[str], int | None] | None, tokenizer) -> dict:
@@ -225,7 +222,7 @@ def _generate(
     if stop:  # generate() stops each sequence there; the text is cut below
         sampling = {**sampling, "stop_strings": list(stop), "tokenizer": tokenizer}
     eos = tokenizer.eos_token_id
-    encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+    encoder_decoder = is_encoder_decoder(model)
     # A decoder's prompt and completion share its context; None: no fixed limit.
     context = None if encoder_decoder else getattr(model.config, "max_position_embeddings", None)
     for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
