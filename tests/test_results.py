@@ -1,6 +1,7 @@
 """Named runs committed beside the default run (results/<name>/): their params are complete and
 valid, their table is made from their summary, and the README shows exactly that table."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 
 from ftcot.config import load_params
 from ftcot.evaluation.scoring import accuracy_interval
-from ftcot.report.results import BEGIN, END, cell, splice, table
+from ftcot.report.results import BEGIN, END, cell, gather, splice, table
 
 REPO = Path(__file__).resolve().parents[1]
 NAMED = sorted(p.parent.name for p in (REPO / "results").glob("*/params.yaml"))
@@ -81,3 +82,66 @@ def test_the_script_names_a_task_the_run_does_not_have_before_running_anything()
     cmd = [sys.executable, "scripts/results.py", "run", "nope"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert "no results/nope/params.yaml" in done.stderr
+
+
+def _script():
+    """scripts/results.py as a module."""
+    spec = importlib.util.spec_from_file_location("named_results", REPO / "scripts/results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_unknown_commit_is_an_error_before_anything_runs():
+    cmd = [sys.executable, "scripts/results.py", "run", "paper-smollm2", "--commit", "no-such-commit"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "no-such-commit" in done.stderr and "failed" in done.stderr
+
+
+def test_each_task_runs_on_the_runs_params_with_only_that_task(tmp_path):
+    text = (REPO / "results/paper-smollm2/params.yaml").read_text()
+    one = tmp_path / "params.yaml"
+    one.write_text(_script().task_params(text, "svamp"))
+    params, full = load_params(one), load_params(REPO / "results/paper-smollm2/params.yaml")
+    assert params.data.tasks == ["svamp"]
+    assert params.model_dump(exclude={"data"}) == full.model_dump(exclude={"data"})
+    assert params.data.model_dump(exclude={"tasks"}) == full.data.model_dump(exclude={"tasks"})
+
+
+def test_a_task_collected_for_the_same_commit_and_params_is_not_run_again(monkeypatch):
+    script = _script()
+    commit = script.git("rev-parse", "HEAD")
+    digest = script.params_digest(REPO / "results/paper-smollm2/params.yaml")
+    collected = {
+        "coin_flip": {"commit": commit, "params_sha256": digest},
+        "svamp": {"commit": "0" * 40, "params_sha256": digest},
+    }
+    ran = []
+    monkeypatch.setattr(script, "done_at", lambda name, task: collected.get(task))
+    monkeypatch.setattr(script, "run_task", lambda name, task, c, d: ran.append((task, c, d)))
+    monkeypatch.setattr(script, "gather_results", lambda name: None)
+    script.run("paper-smollm2", ["coin_flip", "svamp", "addsub"], at="HEAD")
+    assert ran == [("svamp", commit, digest), ("addsub", commit, digest)]  # svamp's was another commit's
+
+
+def _task_summary(task: str, accuracy: float) -> dict:
+    method = {"accuracy": accuracy, "accuracy_ci_low": accuracy - 0.1, "accuracy_ci_high": accuracy + 0.1, "n": 150}
+    teacher = {"test_accuracy": 0.9, "kept": 300, "rationales": 350}
+    return {"tasks": {task: {"random": 0.5, "teacher": teacher, "ft_cot": method}}, "run": {"code": {"digest": "d"}}}
+
+
+def test_the_gathered_summary_keeps_the_runs_order_and_names_the_pending_tasks():
+    run = {"commit": "c", "params_sha256": "p", "wall_seconds": 60.0, "numerics": "native", "machine": {"cores": 2}}
+    per_task = {
+        "last_letter_concatenation": (_task_summary("last_letter_concatenation", 0.2), {**run, "wall_seconds": 30.5}),
+        "coin_flip": (_task_summary("coin_flip", 0.9), run),
+    }
+    gathered = gather(per_task, ["coin_flip", "svamp", "last_letter_concatenation"])
+    assert list(gathered["tasks"]) == ["coin_flip", "last_letter_concatenation"]
+    assert gathered["pending"] == ["svamp"] and gathered["wall_seconds"] == 90.5
+    assert gathered["runs"]["coin_flip"]["code_digest"] == "d"
+    rendered = table(gathered).splitlines()
+    assert rendered[0] == "| Method | Coin Flip | Last Letter |"
+    assert rendered[-1].startswith("Not run yet: SVAMP")
+    assert "Not run yet" not in table({**gathered, "pending": []})
