@@ -12,25 +12,46 @@ settings, side by side in one process:
 The predictions must be identical (asserted). Questions per second; ``speedup`` = ours / baseline,
 for SmolLM2-135M (a real pretrained model, offline) and for a tiny GPT-2 fine-tuned on Fine-tune-CoT
 examples (target: >= 4x on CPU). On a GPU (when one is available) the same runs there.
+
+With ``--student <folder> --test <test.jsonl>`` (a trained student and its task's test set, e.g.
+the paper run's Coin Flip Fine-tune-CoT student in .results/paper-smollm2/coin_flip/), also
+``student_paths``: the evaluate stage's decoding now against the batched decoding it replaced, on
+that student and its whole test set, side by side:
+
+- baseline: ``model.generate`` on length-sorted, left-padded batches in fp32, each batch running
+  until all its sequences hit EOS or ``max_new_tokens`` (the earlier evaluate stage);
+- ours: ``generate_greedy`` as the stage runs it: KV cache, each sequence leaving the batch at its
+  answer line (``answer_end``) or EOS, under ``student.precision`` (bf16 autocast where the CPU
+  has it natively).
+
+Questions per second, peak resident memory of each (measured in a process of its own), and the
+accuracy of each (the same within noise). Target: ``speedup`` >= 2x at no more peak memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
+import multiprocessing
 import os
 import platform
+import resource
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from ftcot.config import StudentParams
 from ftcot.data.synthetic import generate_records
 from ftcot.data.tasks import get_task
-from ftcot.evaluation.generation import generate_greedy
+from ftcot.evaluation.generation import _generate_padded_left, generate_greedy
+from ftcot.evaluation.scoring import read_test_set, score_predictions
 from ftcot.io import write_json
-from ftcot.student.formats import student_prompt
-from ftcot.student.models import load_pretrained
+from ftcot.numerics import cpu_has_native_bf16
+from ftcot.student.formats import answer_end, student_prompt
+from ftcot.student.models import autocast, load_pretrained
 from ftcot.student.smollm2 import smollm2_folder
 from ftcot.student.training import finetune
 from ftcot.teacher.cache import CompletionCache
@@ -106,13 +127,82 @@ def tiny_student(device: str):
     return model.to(device), tokenizer
 
 
+def _decode_once(path: str, setup: dict, queue) -> None:
+    """One decoding path over the whole test set, in a process of its own (its peak memory)."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    model, tokenizer = load_pretrained(setup["student"])
+    model.eval()
+    test = read_test_set(setup["test"])
+    prompts = [student_prompt(q["question"]) for q in test]
+    batch, budget = setup["batch_size"], setup["max_new_tokens"]
+    start = time.perf_counter()
+    if path == "baseline":
+        precision = "fp32"
+        groups = _generate_padded_left(model, tokenizer, prompts, batch, budget, "baseline")
+        generations = [group[0] for group in groups]
+    else:
+        precision = "bf16" if cpu_has_native_bf16() or torch.cuda.is_available() else "fp32"
+        ends = functools.partial(answer_end, setup["variant"])
+        with autocast(precision):
+            generations = generate_greedy(model, tokenizer, prompts, batch, budget, "ours", ends=ends)
+    seconds = time.perf_counter() - start
+    records = score_predictions(test, generations, setup["variant"])
+    queue.put(
+        {
+            "precision": precision,
+            "seconds": round(seconds, 2),
+            "questions_per_second": round(len(test) / seconds, 3),
+            "accuracy": round(sum(r["correct"] for r in records) / len(records), 4),
+            "mean_generated_tokens": round(sum(g["generated_tokens"] for g in generations) / len(generations), 1),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+    )
+
+
+def compare_student_paths(setup: dict) -> dict:
+    context = multiprocessing.get_context("spawn")
+    out: dict = dict(setup)
+    for path in ("baseline", "ours"):
+        queue = context.Queue()
+        worker = context.Process(target=_decode_once, args=(path, setup, queue))
+        worker.start()
+        out[path] = queue.get()
+        worker.join()
+    out["questions"] = len(read_test_set(setup["test"]))
+    out["speedup"] = round(out["ours"]["questions_per_second"] / out["baseline"]["questions_per_second"], 2)
+    out["memory_ratio"] = round(out["ours"]["peak_rss_mib"] / out["baseline"]["peak_rss_mib"], 3)
+    out["targets"] = {"speedup": ">= 2 (questions/s)", "memory_ratio": "<= 1.0 (peak RSS)"}
+    return out
+
+
+def student_setup(args) -> dict:
+    return {
+        "student": args.student,
+        "test": args.test,
+        "variant": args.variant,
+        "batch_size": args.batch_size,
+        "max_new_tokens": args.student_max_new_tokens,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=int, default=16, help="test questions per task")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--out", default="metrics/bench_evaluate.json")
+    parser.add_argument("--student", help="a trained student's folder: also compare the stage's decoding paths on it")
+    parser.add_argument("--test", help="its task's test set (test.jsonl of stage split)")
+    parser.add_argument("--variant", default="ft_cot")
+    parser.add_argument("--student-max-new-tokens", type=int, default=128, help="as evaluate.max_new_tokens")
+    parser.add_argument("--only-student", action="store_true", help="only the student comparison; keep the rest")
     args = parser.parse_args()
+    if args.only_student:
+        report = json.loads(Path(args.out).read_text())
+        report["student_paths"] = compare_student_paths(student_setup(args))
+        write_json(args.out, report)
+        print(json.dumps(report["student_paths"], indent=1))
+        return
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     test = questions(args.questions, "test")
@@ -136,6 +226,8 @@ def main() -> None:
         "speedup": min(r["speedup"] for r in results.values()),
         "speedup_definition": "min over models of: questions/s of batched generate_greedy / of a one-at-a-time loop",
     }
+    if args.student:
+        report["student_paths"] = compare_student_paths(student_setup(args))
     write_json(args.out, report)
     for name, r in results.items():
         print(

@@ -163,6 +163,7 @@ def test_the_old_jsonl_cache_with_damaged_lines_is_moved_in(tmp_path, caplog):
 
 APPENDER = """
 import sys
+import threading
 from ftcot.teacher.cache import CompletionCache
 from ftcot.teacher.base import CompletionRequest
 from ftcot.teacher.base import Completion
@@ -421,3 +422,24 @@ def test_the_teach_stage_on_a_cache_in_a_read_only_folder(tmp_path):
         finally:
             for p in folders:
                 p.chmod(0o755)
+
+
+def test_a_cache_collected_while_another_on_its_store_writes_neither_waits_nor_keeps_its_claims(tmp_path):
+    """Two caches on one store in one thread: the garbage collector may drop the first while the
+    second holds the write lock. Dropping it writes nothing (waiting would never end), and its
+    claims are taken over by the next run that needs them."""
+    keys = [cache_key("e", "m", request(i)) for i in range(3)]
+    code = f"""
+import gc
+from ftcot.teacher.cache import CompletionCache
+keys = {keys!r}
+first, second = CompletionCache({str(tmp_path)!r}), CompletionCache({str(tmp_path)!r})
+assert sorted(first.claim(keys).mine) == sorted(keys)
+with second._write():
+    del first
+    gc.collect()  # collected here, while this thread holds the store's write lock
+assert sorted(second.claim(keys).mine) == sorted(keys)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

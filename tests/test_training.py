@@ -507,3 +507,21 @@ def test_bf16_training_autocasts_keeps_fp32_weights_and_says_so(tmp_path):
     assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "b").dtype == torch.float32
     assert fp32_curve[0]["loss"] != bf16_curve[0]["loss"] and abs(fp32_curve[0]["loss"] - bf16_curve[0]["loss"]) < 0.1
+
+
+def test_bf16_lora_trains_over_a_bf16_base_and_saves_onto_the_fp32_base(tmp_path):
+    """LoRA in bf16: the frozen base runs in bf16, the adapters train in fp32, and the saved model
+    is the adapters merged into the base as loaded (fp32, not rounded to bf16 on the way)."""
+    lora = {"method": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["c_attn"]}}
+    fp32, _ = finetune(examples(), [], "ft_cot", params(precision="fp32", **lora), 0, tmp_path / "a")
+    bf16, _ = finetune(examples(), [], "ft_cot", params(precision="bf16", **lora), 0, tmp_path / "b")
+    assert bf16["precision"] == "bf16" and bf16["trainable_parameters"] == fp32["trainable_parameters"]
+    a = AutoModelForCausalLM.from_pretrained(tmp_path / "a")
+    b = AutoModelForCausalLM.from_pretrained(tmp_path / "b")
+    assert b.dtype == torch.float32
+    untouched = b.transformer.wte.weight  # not a LoRA target: the base's own fp32 values
+    assert (untouched.to(torch.bfloat16).float() != untouched).any()
+    assert torch.equal(untouched, a.transformer.wte.weight)
+    trained = [m.transformer.h[0].attn.c_attn.weight for m in (a, b)]
+    assert not torch.equal(*trained) and torch.allclose(*trained, atol=0.05)  # merged, and near fp32's
+    assert bf16["train_loss"] == pytest.approx(fp32["train_loss"], rel=0.05)

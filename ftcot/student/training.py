@@ -226,7 +226,7 @@ def train_student(
     ``mean_training_loss`` for the whole run's.
     """
     steps_per_epoch = max(1, -(-len(train_ds) // (params.batch_size * params.gradient_accumulation_steps)))
-    bf16 = student_precision(params.model, params.precision) == "bf16"  # autocast; weights and LoRA adapters stay fp32
+    bf16 = student_precision(params.model, params.precision) == "bf16"  # autocast (over a bf16 base for LoRA: finetune)
     has_val = len(val_ds) > 0
 
     with tempfile.TemporaryDirectory(prefix="ftcot-trainer-") as scratch:
@@ -319,6 +319,16 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(float(x), 6)
 
 
+def _onto_fp32_base(trained, params: StudentParams, seed: int, texts: list[str]):
+    """The trained adapters of ``trained`` (over a bf16 base) on the student's fp32 weights, as loaded."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    base, _ = load_student(params, seed, corpus=texts)
+    fresh = wrap_lora(base, params)
+    set_peft_model_state_dict(fresh, get_peft_model_state_dict(trained))
+    return fresh
+
+
 def finetune(
     train_examples: Sequence[dict],
     val_examples: Sequence[dict],
@@ -353,6 +363,13 @@ def finetune(
     if not enc_dec and getattr(model, "loss_type", None) is None:
         # GPT2LMHeadModel's class name names no loss: say which, rather than be warned at every run.
         model.loss_type = "ForCausalLM"
+    precision = student_precision(params.model, params.precision)
+    # LoRA in bf16: the frozen base in bf16 (half the memory traffic, no cast of every weight at every
+    # step as under autocast alone); the adapters, their gradients and the optimizer stay fp32 (peft
+    # keeps adapters fp32 over a bf16 base), and the saved model is merged into the fp32 base.
+    bf16_base = precision == "bf16" and params.method == "lora"
+    if bf16_base:
+        model = model.to(torch.bfloat16)
     if params.method == "lora":
         model = wrap_lora(model, params)
     trainable, total = count_parameters(model)
@@ -368,6 +385,8 @@ def finetune(
 
     if state.is_world_process_zero:  # under torchrun / accelerate, one process writes
         if params.method == "lora":
+            if bf16_base:
+                model = _onto_fp32_base(model, params, seed, texts)
             # Evaluation loads plain merged weights: one code path for every student.
             model = model.merge_and_unload()
         output_dir = Path(output_dir)
@@ -390,7 +409,7 @@ def finetune(
         "format_version": FORMAT_VERSION,
         "method": params.method,
         "model": params.model,
-        "precision": student_precision(params.model, params.precision),
+        "precision": precision,
         "architecture": "encoder-decoder" if enc_dec else "decoder",
         "train_examples": len(train_ds),
         "val_examples": len(val_ds),

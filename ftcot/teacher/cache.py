@@ -540,14 +540,18 @@ class CompletionCache:
                 "repaired (see the warning above). Rerun: the batch is collected again, unless its entry was lost"
             ) from None
 
-    def close(self) -> None:
+    def close(self, release: bool = True) -> None:
+        """Gives up this run's claims (``release``) and closes the store. Without ``release``
+        nothing is written: the claims stay, and the next run that needs them takes them over,
+        since their owner's proof of life (its lock file) is gone."""
         if getattr(self, "_db", None) is None:
             return
         try:
-            self._release(None)
-            if self._owner_listed:
-                with self._write() as db:
-                    db.execute("DELETE FROM owners WHERE owner = ?", (self._owner,))
+            if release:
+                self._release(None)
+                if self._owner_listed:
+                    with self._write() as db:
+                        db.execute("DELETE FROM owners WHERE owner = ?", (self._owner,))
         except CacheError:
             pass  # claims of a dead owner are taken over by whoever needs them
         finally:
@@ -559,7 +563,9 @@ class CompletionCache:
                 self._owner_lock = None
 
     def __del__(self) -> None:
-        self.close()
+        # No write from the garbage collector: it may run while another cache on this store, in this
+        # very thread, holds the write lock, and waiting for it would never end.
+        self.close(release=False)
 
     def __enter__(self) -> CompletionCache:
         return self
@@ -917,7 +923,9 @@ def _rollback_quietly(db: sqlite3.Connection) -> None:
         pass
 
 
-def _close_quietly(db: sqlite3.Connection) -> None:
+def _close_quietly(db: sqlite3.Connection | None) -> None:
+    if db is None:
+        return
     try:
         _rollback_quietly(db)
         db.close()
