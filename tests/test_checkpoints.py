@@ -2,6 +2,8 @@
 
 import json
 import logging
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +16,8 @@ from ftcot.student.checkpoints import (
     last_complete_checkpoint,
     remove_stale_checkpoints,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def fake_checkpoint(folder, weights="model.safetensors"):
@@ -98,3 +102,28 @@ def test_a_folder_in_use_cannot_be_claimed_twice():
                 pass
     with claimed(folder):  # free again
         pass
+
+
+def test_checkpoints_of_other_training_code_are_not_resumed(tmp_path, monkeypatch):
+    """The checkpoint key covers the training code: after a change to it, a rerun starts afresh
+    instead of resuming what the old code began."""
+    from ftcot.config import StudentParams
+    from ftcot.student import training
+
+    for rel in training.TRAINING_CODE:
+        source = REPO / rel
+        target = tmp_path / rel
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+    before = training.training_code_digest(tmp_path)
+    assert before == training.training_code_digest(REPO)  # the same code in another folder
+    with (tmp_path / "ftcot/student/training.py").open("a") as f:
+        f.write("\n# a change\n")
+    assert training.training_code_digest(tmp_path) != before
+    args = (StudentParams(), 0, "ft_cot", [{"question": "q"}], [])
+    key = training.checkpoint_key(*args)
+    monkeypatch.setattr(training, "training_code_digest", lambda: "other code")
+    assert training.checkpoint_key(*args) != key

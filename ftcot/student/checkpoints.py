@@ -1,7 +1,8 @@
 """The training checkpoints kept outside DVC's outputs: which one to resume, and when to remove them.
 
-A stage run keeps its checkpoints in ``$FTCOT_CACHE_DIR/checkpoints/<task>-<variant>-<key>/``, where the
-key hashes every input of the run (``ftcot.student.training.checkpoint_key``). While it runs it holds an exclusive
+A stage run keeps its checkpoints in ``$FTCOT_CACHE_DIR/checkpoints/<task>-<variant>-<key>/``, where
+the key hashes every input of the run and the training code (``ftcot.student.training.checkpoint_key``).
+While it runs it holds an exclusive
 ``flock`` on ``<task>-<variant>-<key>.lock`` next to that folder; the kernel drops the lock when the process
 ends, killed or not. So "no one holds the lock" means exactly "no live process is using these
 checkpoints", whatever the time since they were written.

@@ -309,9 +309,23 @@ def mean_training_loss(log_history: Sequence[dict], steps: int) -> float:
     return total / max(steps, 0.001)  # the Trainer's guard against zero steps
 
 
+# The code a training run's checkpoints depend on: after a change to it, a rerun starts afresh
+# rather than resume what the old code began.
+TRAINING_CODE = ("ftcot/student", "ftcot/numerics.py", "ftcot/config.py")
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def training_code_digest(root: Path = PACKAGE_ROOT) -> str:
+    from ftcot.provenance import code_digest
+
+    return code_digest(root, TRAINING_CODE)
+
+
 def checkpoint_key(params: StudentParams, seed: int, variant: str, train: Sequence[dict], val: Sequence[dict]) -> str:
-    """Names the checkpoint folder of one training run: a rerun with the same inputs resumes it."""
-    blob = json.dumps([params.model_dump(), seed, variant, list(train), list(val)], sort_keys=True)
+    """Names the checkpoint folder of one training run: a rerun with the same inputs and the same
+    training code resumes it."""
+    inputs = [params.model_dump(), seed, variant, list(train), list(val), training_code_digest()]
+    blob = json.dumps(inputs, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
