@@ -133,6 +133,65 @@ def test_second_repro_runs_nothing(project):
     assert "Data and pipelines are up to date" in run(["dvc", "status"], root, env).stdout
 
 
+def stages_run(out: str) -> set[str]:
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
+
+
+def stages_restored(out: str) -> set[str]:
+    return {line.split("'")[1] for line in out.splitlines() if "is cached - skipping run" in line}
+
+
+def test_a_param_changed_and_changed_back_or_committed_on_a_branch_restores_from_the_run_cache(project):
+    """Every stage but `check` and `report` (seconds, their outputs are git's) comes back from DVC's
+    run-cache: no student trained, no question asked of the teacher, the same bytes."""
+    root, env, _ = project
+    original = read(root, "params.yaml")
+    before = tracked_outputs(root)
+    experiment = yaml.safe_load(original)
+    experiment["student"]["learning_rate"] = experiment["student"]["learning_rate"] / 2
+    experiment["evaluate"]["max_new_tokens"] = 16
+    experiment_text = yaml.safe_dump(experiment, sort_keys=False)
+    restorable = {
+        f"{stage}@{task}-{variant}-{seed}"
+        for stage in ("finetune", "evaluate")
+        for task in ("coin_flip", "last_letter_concatenation")
+        for variant in ("ft_cot", "vanilla")
+        for seed in (0, 1)
+    }
+    home = run(["git", "rev-parse", "--abbrev-ref", "HEAD"], root, env).stdout.strip()
+    try:
+        (root / "params.yaml").write_text(experiment_text)
+        ran = run(["dvc", "repro"], root, env).stdout
+        assert stages_run(ran) == restorable | {"check", "report"}
+        after_experiment = tracked_outputs(root)
+        lock_after_experiment = yaml.safe_load(read(root, "dvc.lock"))["stages"]
+
+        (root / "params.yaml").write_text(original)  # changed back
+        back = run(["dvc", "repro"], root, env).stdout
+        assert stages_run(back) == {"check", "report"}
+        assert stages_restored(back) == restorable
+        assert differing(before, tracked_outputs(root)) == []
+
+        # The experiment's params committed on a branch: its outputs come back the same way.
+        run(["git", "checkout", "-qb", "lower-lr"], root, env)
+        (root / "params.yaml").write_text(experiment_text)
+        run(["git", "commit", "-qm", "lower lr", "params.yaml"], root, env)
+        branch = run(["dvc", "repro"], root, env).stdout
+        assert stages_run(branch) == {"check", "report"} and stages_restored(branch) == restorable
+        # All the same but the report, which names the commit (and the report stage's lock entry).
+        assert [p for p in differing(after_experiment, tracked_outputs(root)) if not p.startswith("report/")] == [
+            "dvc.lock",
+            "metrics/summary.json",
+        ]
+        lock = yaml.safe_load(read(root, "dvc.lock"))["stages"]
+        assert {name for name in lock if lock[name] != lock_after_experiment[name]} == {"report"}
+    finally:
+        run(["git", "checkout", "-q", "-f", home], root, env)
+        (root / "params.yaml").write_text(original)
+        run(["dvc", "repro"], root, env)
+    assert differing(before, tracked_outputs(root)) == []
+
+
 def test_a_forced_rerun_elsewhere_on_another_cpu_with_a_cold_cache_is_byte_identical(project, tmp_path):
     """The run copied to another folder and forced to run again where the libraries would pick other
     kernels (no AVX-512, MKL's AVX2 path), on one core, with an empty teacher cache: every tracked
@@ -263,8 +322,13 @@ def test_experiment_with_more_diversity_reruns_from_teach(project):
     assert len(read(root, "data/teach/coin_flip.jsonl").splitlines()) == 42
     shown = json.loads(run(["dvc", "exp", "show", "--json"], root, env).stdout)
     assert len(json.dumps(shown)) > 0 and "diversity" in json.dumps(shown)
-    diff = json.loads(run(["dvc", "metrics", "diff", "--json", "--all"], root, env).stdout)
-    # One metrics file, compared task by task and method by method, numbers only.
+    # Every stage's figures are metrics; the headline file alone compares task by task and method
+    # by method, numbers only.
+    everything = json.loads(run(["dvc", "metrics", "diff", "--json"], root, env).stdout)
+    assert {"metrics/headline.json", "metrics/teach/coin_flip.json", "metrics/filter/coin_flip.json"} <= set(everything)
+    assert "metrics/fetch/coin_flip.json" not in everything  # unchanged: not shown without --all
+    headline = ["dvc", "metrics", "diff", "--json", "--all", "--targets", "metrics/headline.json"]
+    diff = json.loads(run(headline, root, env).stdout)
     assert list(diff) == ["metrics/headline.json"]
     rows = diff["metrics/headline.json"]
     assert "coin_flip.ft_cot.accuracy" in rows and "coin_flip.teacher.kept_rate" in rows
