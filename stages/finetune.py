@@ -7,9 +7,10 @@
 
 --seed (one of params `seeds`) seeds the initial weights, the data order and dropout.
 
-A checkpoint is saved every epoch in $FTCOT_CACHE_DIR/checkpoints/<task>-<variant>-seed<seed>-<key>/,
-where the key hashes the student params, seed, variant and data (outside DVC's outputs, which DVC deletes
-before a rerun). An interrupted stage resumes from its newest complete checkpoint and writes the
+A checkpoint is saved every epoch in .checkpoints/<task>-<variant>-seed<seed>-<key>/ in the project
+($FTCOT_CHECKPOINT_DIR to put them elsewhere), where the key hashes the student params, seed,
+variant, data and training code (outside DVC's outputs, which DVC deletes before a rerun; ignored by
+git and DVC). An interrupted stage resumes from its newest complete checkpoint and writes the
 same model, metrics and curves as an uninterrupted run; a checkpoint cut off while being written is
 removed with a warning (then the one before is used, or training starts over). The folder is
 removed once training ends. The saved model is the epoch with the lowest validation loss.

@@ -11,3 +11,4 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FTCOT_CACHE_DIR", str(tmp_path / "ftcot-cache"))
+    monkeypatch.setenv("FTCOT_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))

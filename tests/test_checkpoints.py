@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -94,14 +95,36 @@ def test_stale_checkpoint_folders_of_the_same_task_variant_and_seed_are_removed_
     assert remove_stale_checkpoints(current) == [busy]
 
 
-def test_a_folder_in_use_cannot_be_claimed_twice():
+def test_a_folder_in_use_cannot_be_claimed_twice_and_the_error_names_the_holder_and_the_way_out():
     folder = checkpoint_folder("coin_flip", "ft_cot", 0, "a" * 16)
     with claimed(folder):
-        with pytest.raises(CheckpointsInUseError, match="in use by another process"):
+        with pytest.raises(CheckpointsInUseError) as err:
             with claimed(folder):
                 pass
+    assert f"in use by process {os.getpid()}" in str(err.value)
+    assert "FTCOT_CHECKPOINT_DIR=" in str(err.value)
     with claimed(folder):  # free again
         pass
+
+
+def test_each_project_keeps_its_own_checkpoints(tmp_path, monkeypatch):
+    """Two clones on one machine training the same configuration do not share a folder (nor its
+    lock): the checkpoints live in the project that trains, unless FTCOT_CHECKPOINT_DIR says where."""
+    monkeypatch.delenv("FTCOT_CHECKPOINT_DIR")
+    folders = []
+    for clone in ("clone-a", "clone-b"):
+        (tmp_path / clone).mkdir()
+        monkeypatch.chdir(tmp_path / clone)
+        folders.append(checkpoint_folder("coin_flip", "ft_cot", 0, "a" * 16))
+    assert folders[0] == tmp_path / "clone-a/.checkpoints/coin_flip-ft_cot-seed0-aaaaaaaaaaaaaaaa"
+    assert folders[1].parent == tmp_path / "clone-b/.checkpoints"
+    with claimed(folders[0]):
+        with claimed(folders[1]):  # no collision
+            pass
+    monkeypatch.setenv("FTCOT_CHECKPOINT_DIR", str(tmp_path / "elsewhere"))
+    assert checkpoint_folder("coin_flip", "ft_cot", 0, "a" * 16).parent == tmp_path / "elsewhere"
+    ignored = (REPO / ".gitignore").read_text().splitlines() + (REPO / ".dvcignore").read_text().splitlines()
+    assert "/.checkpoints/" in ignored and ".checkpoints/" in ignored
 
 
 def test_checkpoints_of_other_training_code_are_not_resumed(tmp_path, monkeypatch):

@@ -1,12 +1,13 @@
 """The training checkpoints kept outside DVC's outputs: which one to resume, and when to remove them.
 
-A stage run keeps its checkpoints in ``$FTCOT_CACHE_DIR/checkpoints/<task>-<variant>-<key>/``, where
-the key hashes every input of the run and the training code (``ftcot.student.training.checkpoint_key``).
-While it runs it holds an exclusive
-``flock`` on ``<task>-<variant>-<key>.lock`` next to that folder; the kernel drops the lock when the process
-ends, killed or not. So "no one holds the lock" means exactly "no live process is using these
-checkpoints", whatever the time since they were written.
-"""
+A stage run keeps its checkpoints in ``.checkpoints/<task>-<variant>-seed<seed>-<key>/`` inside the
+project that trains (DVC runs every stage in the project's root; git and DVC ignore the folder), or
+under ``$FTCOT_CHECKPOINT_DIR``. The key hashes every input of the run and the training code
+(``ftcot.student.training.checkpoint_key``). Two clones on one machine training the same
+configuration so never share a folder. While it runs a stage holds an exclusive ``flock`` on
+``<folder>.lock`` next to that folder (the file holds its process id); the kernel drops the lock
+when the process ends, killed or not. So "no one holds the lock" means exactly "no live process is
+using these checkpoints", whatever the time since they were written."""
 
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 
 from ftcot.errors import FtcotError
-from ftcot.io import default_cache_dir
 
 log = logging.getLogger("ftcot")
 
@@ -37,10 +37,19 @@ class CheckpointsInUseError(FtcotError, RuntimeError):
     """Another live process trains on the same inputs with the same checkpoint folder."""
 
 
+CHECKPOINT_DIR_ENV = "FTCOT_CHECKPOINT_DIR"
+
+
+def checkpoint_root() -> Path:
+    """``$FTCOT_CHECKPOINT_DIR`` if set, else ``.checkpoints`` in the project (the working folder
+    of a DVC stage is the project's root), as an absolute path."""
+    return Path(os.environ.get(CHECKPOINT_DIR_ENV) or ".checkpoints").absolute()
+
+
 def checkpoint_folder(task: str, variant: str, seed: int, key: str) -> Path:
     """One folder per student (task, variant, seed) and inputs (``key``): the students of other
     seeds are never another one's stale checkpoints."""
-    return default_cache_dir() / "checkpoints" / f"{task}-{variant}-seed{seed}-{key}"
+    return checkpoint_root() / f"{task}-{variant}-seed{seed}-{key}"
 
 
 def checkpoint_problem(checkpoint: Path) -> str | None:
@@ -122,6 +131,15 @@ def _lock(path: Path) -> int | None:
         os.close(fd)
 
 
+def _holder(lock: Path) -> str:
+    """The process that holds ``lock``, as its file says (it writes its id once it holds it)."""
+    try:
+        pid = int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return "another process"
+    return f"process {pid}"
+
+
 def _unlock(path: Path, fd: int) -> None:
     path.unlink(missing_ok=True)  # while still held, so no one locks the file being deleted
     os.close(fd)
@@ -134,9 +152,13 @@ def claimed(folder: Path) -> Iterator[None]:
     lock = _lock_file(folder)
     fd = _lock(lock)
     if fd is None:
+        holder = _holder(lock)
         raise CheckpointsInUseError(
-            f"{folder} is in use by another process training on the same inputs; wait for it to finish"
+            f"{folder} is in use by {holder} training on the same inputs: wait for it to finish, or "
+            f"give this run checkpoints of its own ({CHECKPOINT_DIR_ENV}=<folder>)"
         )
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
     try:
         yield
     finally:
