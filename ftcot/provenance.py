@@ -105,6 +105,26 @@ def teacher_identity(params_dump: dict) -> dict[str, object]:
     return identity
 
 
+# What each replay format replays, for the report's teacher label: the model (Kojima et al.'s logs
+# are text-davinci-002's whatever teacher.model says; otherwise teacher.model) and the source.
+REPLAYED = {
+    "kojima": ("text-davinci-002", "Kojima et al.'s zero-shot-CoT logs"),
+    "reasoning_teacher": (None, "reasoning-teacher's completions ({completion_key})"),
+    "ftcot": (None, "{dir}/"),
+}
+
+
+def teacher_label(teacher: dict) -> str:
+    """The teacher as the report names it: the model, and for a replay where its outputs come from.
+    A replay whose teacher.model was left at its default is not labelled as the offline oracle."""
+    if teacher["backend"] != "replay":
+        return teacher["model"]
+    fixed, source = REPLAYED[teacher["replay"]["format"]]
+    model = fixed or (teacher["model"] if teacher["model"] != "oracle" else None)
+    replayed = f"replayed from {source.format(**teacher['replay'])}"
+    return f"{model}, {replayed}" if model else replayed
+
+
 def safe_params(params_dump: dict) -> dict:
     """The resolved params with credentials in ``teacher.base_url`` masked."""
     teacher = dict(params_dump["teacher"], base_url=mask_url(params_dump["teacher"]["base_url"]))

@@ -22,6 +22,7 @@ from ftcot.evaluation.scoring import (
     read_test_set,
     score_predictions,
     summarize_predictions,
+    truncation_warning,
 )
 from ftcot.io import write_json, write_jsonl
 from ftcot.methods import FINETUNE_METHODS
@@ -73,6 +74,8 @@ def main() -> None:
     write_jsonl(args.predictions, predictions)
     write_json(args.metrics, {"method": args.variant, "seed": args.seed, "precision": precision, **metrics})
     log.info("%s: %s", args.model, describe_metrics(metrics))  # names the task, method and seed
+    if warning := truncation_warning(metrics, params.evaluate.max_new_tokens):
+        log.warning("%s", warning)
 
 
 if __name__ == "__main__":

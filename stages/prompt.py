@@ -21,6 +21,7 @@ from ftcot.evaluation.scoring import (
     read_test_set,
     score_predictions,
     summarize_predictions,
+    truncation_warning,
 )
 from ftcot.io import read_jsonl, write_json, write_jsonl
 from ftcot.methods import PROMPTING_METHODS
@@ -61,6 +62,8 @@ def main() -> None:
     write_jsonl(args.predictions, predictions)
     write_json(args.metrics, {"method": args.method, "model": params.student.model, "precision": precision, **metrics})
     log.info("%s", describe_metrics(metrics))
+    if warning := truncation_warning(metrics, params.evaluate.max_new_tokens):
+        log.warning("%s", warning)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from ftcot.config import load_params
 from ftcot.evaluation.scoring import check_predictions_file, summarize_predictions
 from ftcot.io import read_json, read_jsonl, write_json
 from ftcot.paths import evaluation_run, path
-from ftcot.provenance import run_metadata
+from ftcot.provenance import run_metadata, teacher_label
 from ftcot.report.document import render_html, render_markdown
 from ftcot.report.figures import plot_accuracy, plot_diversity, plot_sweep, plot_training_curves
 from ftcot.report.summary import ReportError, accuracy_rows, build_summary, combine_seeds, headline
@@ -106,7 +106,7 @@ def main() -> None:
             }
 
     setup = {
-        "teacher": params.teacher.model,
+        "teacher": teacher_label(params.teacher.model_dump(mode="json")),
         "student": params.student.model + (" (LoRA)" if params.student.method == "lora" else ""),
         "diversity": params.diversity,
         "self_consistency_samples": params.evaluate.samples,

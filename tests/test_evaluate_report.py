@@ -118,3 +118,25 @@ def test_predictions_that_do_not_match_the_test_set_stop(tmp_path):
     with pytest.raises(EvaluationError, match="p: the test set is empty"):
         check_predictions_file(preds, [], "p")
     check_predictions_file(list(reversed(preds)), TEST, "p")  # order does not matter
+
+
+def test_mostly_truncated_completions_are_warned_in_the_stage_and_flagged_in_the_report():
+    from ftcot.evaluation.scoring import truncation_warning
+    from ftcot.report.document import truncation_flags
+
+    cut = summarize_predictions(
+        score_predictions(TEST, [gen(" so", True), gen(" it", True), gen(" so yes --> yes")], "ft_cot"),
+        ["a", "b", "c"],
+    )
+    fine = summarize_predictions(
+        score_predictions(TEST, [gen(" yes"), gen(" no", True), gen(" no")], "vanilla"), ["a", "b", "c"]
+    )
+    assert truncation_warning(cut, 64) == (
+        "2 of 3 completions reached evaluate.max_new_tokens (64) before their answer's end: "
+        "the accuracy is a floor; raise evaluate.max_new_tokens"
+    )
+    assert truncation_warning(fine, 64) is None
+    summary = {"tasks": {"coin_flip": {"ft_cot": {**cut, "num_seeds": 1}, "vanilla": fine}}}
+    (flag,) = [line for line in truncation_flags(summary) if line]
+    assert "coin_flip, Fine-tune-CoT: 2 of 3 completions were cut" in flag
+    assert truncation_flags({"tasks": {"coin_flip": {"vanilla": fine}}}) == []

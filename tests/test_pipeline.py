@@ -413,3 +413,23 @@ def test_bad_params_stop_before_any_work(project):
         (root / "params.yaml").write_text(original)
     assert proc.returncode != 0
     assert "teacher.backend" in proc.stderr + proc.stdout
+
+
+def test_a_fresh_clone_pulls_every_output_from_a_remote_without_running_a_stage(project, tmp_path):
+    """README, Sharing results: `dvc push` to a remote (here a local folder), and a teammate's
+    clone gets every output with `dvc pull`, byte for byte, with nothing to rerun."""
+    root, env, _ = project
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "add", "-d", "-f", "shared", str(remote)], root, env)
+    run(["dvc", "push", "--run-cache"], root, env)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "results and the remote", "--allow-empty"], root, env)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(root), str(clone)], tmp_path, env)
+    clone_env = project_env(clone)
+    pulled = run(["dvc", "pull", "--run-cache"], clone, clone_env)
+    assert "Running stage" not in pulled.stdout
+    assert (clone / "models/coin_flip/ft_cot/seed0").is_dir()
+    assert differing(tracked_outputs(root), tracked_outputs(clone)) == []
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], clone, clone_env).stdout
+    assert any((clone / ".dvc/cache/runs").iterdir())  # the run-cache came too: repro restores what was run

@@ -58,3 +58,22 @@ def test_run_metadata_has_every_part(tmp_path):
     assert run["devices"] == ["cpu"] and run["seeds"] == dump["seeds"]
     assert run["packages"]["torch"] and run["packages"]["python"].startswith("3.")
     assert run_metadata(tmp_path, dump, {}) == run_metadata(tmp_path, dump, {})  # no clock, no host
+
+
+def test_the_reports_teacher_label_names_a_replay_and_what_it_replays():
+    from ftcot.config import TeacherParams
+    from ftcot.provenance import teacher_label
+
+    def label(**kw) -> str:
+        return teacher_label(TeacherParams(**kw).model_dump(mode="json"))
+
+    assert label() == "oracle"
+    assert label(backend="openai", model="gpt-4o-mini") == "gpt-4o-mini"
+    # teacher.model left at its default: never "oracle" for a replay
+    assert label(backend="replay", replay={"format": "kojima"}) == (
+        "text-davinci-002, replayed from Kojima et al.'s zero-shot-CoT logs"
+    )
+    assert label(backend="replay") == "replayed from replay/"
+    assert label(backend="replay", model="text-davinci-002", replay={"format": "reasoning_teacher", "dir": "rt"}) == (
+        "text-davinci-002, replayed from reasoning-teacher's completions (zs_cot)"
+    )

@@ -151,6 +151,22 @@ def check_predictions_file(predictions: Sequence[dict], test: Sequence[dict], pa
         raise EvaluationError(f"{path}: {err}") from None
 
 
+# From this share of completions cut at evaluate.max_new_tokens, the accuracy says more about the
+# limit than about the student: the stage warns and the report flags it.
+TRUNCATION_WARNING_SHARE = 0.5
+
+
+def truncation_warning(metrics: dict, max_new_tokens: int) -> str | None:
+    """A warning when most completions ran into ``max_new_tokens`` before their answer's end."""
+    n, cut = metrics["n"], metrics["truncated"]
+    if n == 0 or cut / n < TRUNCATION_WARNING_SHARE:
+        return None
+    return (
+        f"{cut} of {n} completions reached evaluate.max_new_tokens ({max_new_tokens}) before their "
+        "answer's end: the accuracy is a floor; raise evaluate.max_new_tokens"
+    )
+
+
 def describe_metrics(metrics: dict) -> str:
     """One line for the log."""
     line = (

@@ -110,6 +110,25 @@ def detail_table(summary: dict) -> list[str]:
     return lines
 
 
+def truncation_flags(summary: dict) -> list[str]:
+    """A warning under the main table for each method whose completions mostly ran into
+    evaluate.max_new_tokens (its accuracy then measures the limit more than the student)."""
+    from ftcot.evaluation.scoring import TRUNCATION_WARNING_SHARE
+
+    flags = []
+    for task, row in summary["tasks"].items():
+        for method in METHOD_ORDER:
+            m = row.get(method)
+            if m and "truncated" in m:
+                n = m["n"] * m.get("num_seeds", 1)
+                if n and m["truncated"] / n >= TRUNCATION_WARNING_SHARE:
+                    flags.append(
+                        f"- **Warning:** {task}, {get_method(method).name}: {m['truncated']} of {n} completions "
+                        "were cut at `evaluate.max_new_tokens` before their answer; raise it."
+                    )
+    return ["", *flags] if flags else []
+
+
 def teacher_table(summary: dict) -> list[str]:
     lines = [
         "| Task | Train accuracy (sample 0) | Rationales | Kept | Kept rate | Questions covered "
@@ -175,6 +194,7 @@ def render_markdown(
     ]
     if summary.get("run", {}).get("teacher", {}).get("backend") == "oracle":
         lines += ["", ORACLE_CAVEAT]
+    lines += truncation_flags(summary)
     if seeds_table(summary):
         lines += ["", "Seed by seed:", "", *seeds_table(summary)]
     if "accuracy" in figures:
