@@ -99,8 +99,10 @@ class DataSection(Section):
 
     tasks: list[str] = Field(min_length=1, description="Task keys to run, e.g. [gsm8k, coin_flip].")
     task_dir: str = Field(DEFAULT_TASK_DIR, description="The project's own task files (<key>.yaml).")
-    mirror: str | None = Field(
-        None, description="Local folder laid out like the upstream paths; else $FTCOT_DATA_MIRROR, else download."
+    mirror: str | list[str] | None = Field(
+        None,
+        description="Local folder laid out like the upstream paths, or a list of them searched in order; else "
+        "$FTCOT_DATA_MIRROR (folders separated by ':'), else download.",
     )
     verify_checksums: bool = Field(True, description="Refuse source files whose SHA-256 differs from the pin.")
     max_chars: int = Field(

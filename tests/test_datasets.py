@@ -194,6 +194,29 @@ def test_malformed_line_names_file_and_line(tmp_path):
         fetch_task("gsm8k", params, 0, tmp_path)
 
 
+def test_every_bad_record_of_a_file_is_reported_in_one_pass_up_to_a_cap(tmp_path):
+    from ftcot.data.fetching import MAX_REPORTED_PROBLEMS
+
+    target = tmp_path / SOURCE_FILES["gsm8k/train"].path
+    target.parent.mkdir(parents=True)
+    good = (MIRROR / SOURCE_FILES["gsm8k/train"].path).read_text().splitlines()[:2]
+    bad = ['{"question": "x", "answer": "no hashes"}', "{oops", '{"question": "no answer"}']
+    target.write_text("\n".join([good[0], *bad, good[1]]) + "\n")
+    shutil.copy(MIRROR / SOURCE_FILES["gsm8k/test"].path, target.parent / "test.jsonl")
+    params = parse_params({"data": {"tasks": ["gsm8k"], "mirror": str(tmp_path), "verify_checksums": False}}).data
+    with pytest.raises(DataError) as err:
+        fetch_task("gsm8k", params, 0, tmp_path)
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith(f"3 bad records in {target} [task file ")
+    assert [line.split(": ", 1)[0] for line in lines[1:]] == [f"  {target}:{n}" for n in (2, 3, 4)]
+    assert "has no '####'" in lines[1] and "not valid JSON" in lines[2] and "missing field 'answer'" in lines[3]
+    target.write_text("\n".join([good[0], *["{oops"] * 30]) + "\n")  # a file of another layout
+    with pytest.raises(DataError) as err:
+        fetch_task("gsm8k", params, 0, tmp_path)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 1 + MAX_REPORTED_PROBLEMS and "(the first ones; fix them and run again)" in lines[0]
+
+
 def test_checksum_mismatch_is_refused(tmp_path):
     rel = SOURCE_FILES["svamp"].path
     (tmp_path / rel).parent.mkdir(parents=True)
@@ -202,6 +225,27 @@ def test_checksum_mismatch_is_refused(tmp_path):
         fetch_file("svamp", tmp_path, tmp_path / "dl")
     path, _ = fetch_file("svamp", tmp_path, tmp_path / "dl", verify=False)
     assert path == tmp_path / rel
+
+
+def test_several_mirrors_are_searched_in_order(tmp_path, monkeypatch):
+    """Datasets and published logs often live apart: data.mirror takes a list, $FTCOT_DATA_MIRROR
+    folders separated as in PATH; a file in none of them is an error naming every place looked."""
+    from ftcot.config import DataParams
+    from ftcot.data.sources import resolve_mirror
+
+    rel = SOURCE_FILES["svamp"].path
+    logs, datasets = tmp_path / "logs", tmp_path / "datasets"
+    logs.mkdir()
+    (datasets / rel).parent.mkdir(parents=True)
+    shutil.copyfile(MIRROR / rel, datasets / rel)
+    path, _ = fetch_file("svamp", resolve_mirror([str(logs), str(datasets)]), tmp_path / "dl")
+    assert path == datasets / rel
+    monkeypatch.setenv("FTCOT_DATA_MIRROR", f"{logs}{os.pathsep}{datasets}")
+    assert resolve_mirror(None) == [logs, datasets]
+    assert resolve_mirror(str(logs)) == [logs]  # the param wins over the environment
+    with pytest.raises(DataError, match=rf"none of the mirrors {logs}, {tmp_path / 'x'} has no {rel}"):
+        fetch_file("svamp", [logs, tmp_path / "x"], tmp_path / "dl")
+    assert DataParams(tasks=["svamp"], mirror=["a", "b"]).mirror == ["a", "b"]
 
 
 @pytest.fixture

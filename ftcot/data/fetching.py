@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ftcot.answers import get_answer_type
 from ftcot.config import DataSection
-from ftcot.data.readers import iter_rows, to_example
+from ftcot.data.readers import BadRow, iter_rows, to_example
 from ftcot.data.sources import fetch_file, resolve_mirror, sha256_file, source_file
 from ftcot.data.splits import build_records, split_examples
 from ftcot.data.synthetic import generate_examples
@@ -57,6 +57,19 @@ def _fetch_pinned(task: Task, ref: FileRef, params: DataSection, download_dir: P
         raise DataError(f"{err} [task file {task.path}, key {key}]") from None
 
 
+# Bad records reported in one pass, at most: a file of a wholly other layout would list every row.
+MAX_REPORTED_PROBLEMS = 20
+
+
+def bad_records_message(problems: list[str], origin: str, task_file: Path | str) -> str:
+    """One bad record: its message; several: each on a line, stopped at MAX_REPORTED_PROBLEMS."""
+    if len(problems) == 1:
+        return f"{problems[0]} [task file {task_file}]"
+    more = " (the first ones; fix them and run again)" if len(problems) == MAX_REPORTED_PROBLEMS else ""
+    listed = "\n".join(f"  {p}" for p in problems)
+    return f"{len(problems)} bad records in {origin}{more} [task file {task_file}]:\n{listed}"
+
+
 def read_source(
     task: Task, spec: SourceSpec, params: DataSection, seed: int, download_dir: Path, roles: list[str]
 ) -> tuple[dict[str, list[dict]], dict[str, str]]:
@@ -79,12 +92,21 @@ def read_source(
                 path, digest = _local_file(task, ref)
                 digests[ref.path] = digest
             rows, origin = iter_rows(path, ref), str(path)
+        examples[role], problems = [], []
         try:
-            examples[role] = [
-                to_example(row, where, fields, kind, seed, i, params.max_chars) for i, (where, row) in enumerate(rows)
-            ]
-        except DataError as err:
-            raise DataError(f"{err} [task file {task.path}]") from None
+            for i, (where, row) in enumerate(rows):
+                try:
+                    if isinstance(row, BadRow):
+                        raise DataError(row.message)
+                    examples[role].append(to_example(row, where, fields, kind, seed, i, params.max_chars))
+                except DataError as err:
+                    problems.append(str(err))
+                    if len(problems) == MAX_REPORTED_PROBLEMS:
+                        break
+        except DataError as err:  # the file itself (not readable as CSV, not a list): nothing more to read
+            problems.append(str(err))
+        if problems:
+            raise DataError(bad_records_message(problems, origin, task.path))
         if not examples[role]:
             raise DataError(f"{origin}: no records in this source ({role} of task file {task.path})")
     return examples, digests

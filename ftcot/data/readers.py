@@ -15,6 +15,7 @@ import json
 import random
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from ftcot.answers import AnswerType, canonical_number, canonical_number_unit
@@ -23,6 +24,14 @@ from ftcot.io import DataError, read_text, text_lines
 
 CHOICE_LETTERS = "ABCDEFGHIJ"
 _MISSING = object()
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row that could not be read (a line that is not JSON, a CSV row that does not fit its
+    header): yielded in its place, so that one pass reports every bad row of a file."""
+
+    message: str
 
 
 def _where(path: Path | str, line: int | None = None, index: int | None = None) -> str:
@@ -56,9 +65,10 @@ def _json_lines(path: Path) -> Iterator[tuple[str, object]]:
         if not line.strip():
             continue
         try:
-            yield _where(path, lineno), json.loads(line)
+            row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+            row = BadRow(f"{path}:{lineno}: not valid JSON ({err.msg})")
+        yield _where(path, lineno), row
 
 
 def _json_list(path: Path, records: str | None) -> Iterator[tuple[str, object]]:
@@ -97,16 +107,20 @@ def _csv_rows(path: Path) -> Iterator[tuple[str, object]]:
         if not row:
             continue  # a blank line
         if len(row) != len(header):
-            raise DataError(
-                f"{path}:{start}: {len(row)} fields, but the header has {len(header)} "
-                f"({', '.join(header)}): quote a text that holds a comma"
+            yield (
+                _where(path, start),
+                BadRow(
+                    f"{path}:{start}: {len(row)} fields, but the header has {len(header)} "
+                    f"({', '.join(header)}): quote a text that holds a comma"
+                ),
             )
+            continue
         yield _where(path, start), dict(zip(header, row, strict=True))
 
 
 def iter_rows(path: Path, ref: FileRef) -> Iterator[tuple[str, object]]:
-    """(where, row) for every record of a file, in file order, read as they are asked for (so the
-    first problem in the file is the one reported)."""
+    """(where, row) for every record of a file, in file order, read as they are asked for; a row
+    that cannot be read comes as a :class:`BadRow` (a file that cannot be read at all stops)."""
     fmt = ref.file_format
     if fmt == "jsonl":
         return _json_lines(path)

@@ -14,6 +14,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -121,22 +122,36 @@ def _inside(folder: Path, relative: str, what: str) -> Path:
     return path
 
 
-def resolve_mirror(mirror: str | None) -> Path | None:
-    """``data.mirror`` if set, else ``$FTCOT_DATA_MIRROR``, else None (download)."""
-    chosen = mirror or os.environ.get(MIRROR_ENV)
-    return Path(chosen).expanduser() if chosen else None
+def resolve_mirror(mirror: str | Sequence[str] | None) -> list[Path] | None:
+    """The mirror folders, searched in order: ``data.mirror`` (one folder or a list) if set, else
+    ``$FTCOT_DATA_MIRROR`` (folders separated by ``os.pathsep``, as in PATH), else None (download).
+    Several folders serve datasets and published logs kept apart."""
+    if mirror:
+        chosen = [mirror] if isinstance(mirror, str) else list(mirror)
+    else:
+        chosen = [p for p in os.environ.get(MIRROR_ENV, "").split(os.pathsep) if p]
+    return [Path(p).expanduser() for p in chosen] or None
 
 
 def fetch_file(
-    key: str | SourceFile, mirror: Path | None, download_dir: Path, verify: bool = True, retries: int = 3
+    key: str | SourceFile,
+    mirror: Path | Sequence[Path] | None,
+    download_dir: Path,
+    verify: bool = True,
+    retries: int = 3,
 ) -> tuple[Path, str]:
     """The local path of a source file (a :class:`SourceFile`, or a key of ``SOURCE_FILES``) and
-    its SHA-256, verified against the pin."""
+    its SHA-256, verified against the pin. ``mirror``: a folder, or folders searched in order."""
     source = SOURCE_FILES[key] if isinstance(key, str) else key
     if mirror is not None:
-        path = _inside(mirror, source.path, "mirror")
-        if not path.is_file():
-            raise DataError(f"the mirror {mirror} has no {source.path} (expected at {path})")
+        folders = [mirror] if isinstance(mirror, Path) else list(mirror)
+        candidates = [_inside(folder, source.path, "mirror") for folder in folders]
+        found = [p for p in candidates if p.is_file()]
+        if not found:
+            where = ", ".join(str(p) for p in candidates)
+            mirrors = "the mirror" if len(folders) == 1 else "none of the mirrors"
+            raise DataError(f"{mirrors} {', '.join(map(str, folders))} has no {source.path} (expected at {where})")
+        path = found[0]
     else:
         path = _inside(download_dir, source.path, "download folder")
         if not path.is_file() or (source.sha256 and sha256_file(path) != source.sha256):
