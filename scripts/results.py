@@ -38,9 +38,9 @@ from pathlib import Path
 
 import yaml
 
-from ftcot.config import load_params
+from ftcot.config import parse_params
 from ftcot.errors import FtcotError
-from ftcot.io import read_json, write_json
+from ftcot.io import load_yaml, read_json, read_text, write_json
 from ftcot.numerics import numerics_mode
 from ftcot.report.results import gather, splice, table
 
@@ -97,6 +97,13 @@ def prepare(name: str, task: str, commit: str) -> Path:
     return folder
 
 
+def run_params(path: Path):
+    """A named run's params, as this code reads them. Checked for what is there (types, task names),
+    not for completeness: the run may be pinned to a commit (--commit) whose params had fewer keys,
+    and its own check stage holds the file to that commit's schema in full, first thing."""
+    return parse_params(load_yaml(read_text(path)), path, complete=False)
+
+
 def done_at(name: str, task: str) -> dict | None:
     """The run.json of a task already collected, if any."""
     file = REPO / "results" / name / "tasks" / task / "run.json"
@@ -107,7 +114,7 @@ def run(name: str, tasks: list[str] | None, at: str | None = None) -> None:
     params_file = REPO / "results" / name / "params.yaml"
     if not params_file.is_file():
         raise ResultsError(f"no {params_file.relative_to(REPO)}: a named run starts from its params file")
-    params = load_params(params_file)  # checked before hours are spent
+    params = run_params(params_file)  # checked before hours are spent
     unknown = sorted(set(tasks or ()) - set(params.data.tasks))
     if unknown:
         raise ResultsError(f"--tasks {unknown}: not in data.tasks of {params_file.relative_to(REPO)}")
@@ -171,7 +178,7 @@ def collect(name: str, task: str, folder: Path, commit: str, digest: str) -> Non
 def gather_results(name: str) -> None:
     """results/<name>/summary.json and headline.json from the tasks collected so far."""
     out = REPO / "results" / name
-    order = load_params(out / "params.yaml").data.tasks
+    order = run_params(out / "params.yaml").data.tasks
     per_task = {
         task: (read_json(out / "tasks" / task / "summary.json"), read_json(out / "tasks" / task / "run.json"))
         for task in order

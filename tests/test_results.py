@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from ftcot.config import load_params
 from ftcot.evaluation.scoring import accuracy_interval
 from ftcot.report.results import BEGIN, END, cell, gather, splice, table
 
@@ -25,8 +24,10 @@ def test_the_paper_run_is_defined():
 
 
 @pytest.mark.parametrize("name", NAMED)
-def test_a_named_runs_params_are_complete_and_valid(name):
-    params = load_params(REPO / "results" / name / "params.yaml")
+def test_a_named_runs_params_are_valid(name):
+    """Read as the driver reads them: what is there is checked; completeness is the business of
+    the commit that runs them (its check stage), which may predate a key added since."""
+    params = _script().run_params(REPO / "results" / name / "params.yaml")
     assert params.data.tasks
 
 
@@ -103,7 +104,7 @@ def test_each_task_runs_on_the_runs_params_with_only_that_task(tmp_path):
     text = (REPO / "results/paper-smollm2/params.yaml").read_text()
     one = tmp_path / "params.yaml"
     one.write_text(_script().task_params(text, "svamp"))
-    params, full = load_params(one), load_params(REPO / "results/paper-smollm2/params.yaml")
+    params, full = _script().run_params(one), _script().run_params(REPO / "results/paper-smollm2/params.yaml")
     assert params.data.tasks == ["svamp"]
     assert params.model_dump(exclude={"data"}) == full.model_dump(exclude={"data"})
     assert params.data.model_dump(exclude={"tasks"}) == full.data.model_dump(exclude={"tasks"})
