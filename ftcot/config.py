@@ -225,6 +225,12 @@ class TeacherParams(Section):
     prices: dict[str, PriceParams] = Field(
         default_factory=dict, description="Per model: USD per million prompt / completion tokens."
     )
+    max_cost_usd: float | None = Field(
+        None,
+        ge=0.0,
+        description="Spending limit of one teach run (openai backend; needs teacher.prices): the estimate is checked "
+        "before any request, the spent cost during the run; null: no limit.",
+    )
     oracle: OracleParams = OracleParams()
     replay: ReplayParams = ReplayParams()
 
@@ -544,6 +550,7 @@ OPERATIONAL_KEYS = frozenset(
     {
         "data.mirror",  # where pinned files are read from: their checksums say what they are
         "teacher.api_key_env",
+        "teacher.max_cost_usd",  # whether answers are paid for, not what they are
         "teacher.concurrency",
         "teacher.timeout",
         "teacher.max_retries",

@@ -9,6 +9,14 @@ Completions go through the persistent completion cache ($FTCOT_CACHE_DIR/teacher
 run is already asking for is waited for, not paid twice. What this run cost (requests sent, cache
 hits, answers waited for, damaged cache records, failures, seconds) goes to <metrics>.run.json,
 which DVC does not track because it depends on the cache rather than on the parameters.
+
+Before the first request, the stage estimates what the run will cost (an upper bound over the
+requests the cache cannot answer, priced with teacher.prices) and logs it; with
+teacher.max_cost_usd set, an estimate over it stops the stage before anything is sent, and the run
+stops once what it spent reaches it (what was received stays cached). --estimate prints the
+estimate and sends nothing:
+
+    python stages/teach.py --task gsm8k --records data/fetch/gsm8k.jsonl --estimate
 """
 
 import argparse
@@ -18,6 +26,7 @@ from pathlib import Path
 from ftcot.config import load_params
 from ftcot.io import default_cache_dir, read_jsonl, write_json, write_jsonl
 from ftcot.stage import log, run_stage
+from ftcot.teacher.budget import Budget, check_estimate, estimate_teaching
 from ftcot.teacher.cache import CompletionCache
 from ftcot.teacher.filtering import judge_rationales
 from ftcot.teacher.oracle import OracleTeacher
@@ -65,10 +74,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True)
     parser.add_argument("--records", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--test-out", required=True)
-    parser.add_argument("--metrics", required=True)
+    parser.add_argument("--out")
+    parser.add_argument("--test-out")
+    parser.add_argument("--metrics")
+    parser.add_argument("--estimate", action="store_true", help="print what the run would cost; send nothing")
     args = parser.parse_args()
+    if not args.estimate and not (args.out and args.test_out and args.metrics):
+        parser.error("--out, --test-out and --metrics are required (unless --estimate)")
 
     params = load_params()
     t = params.teacher
@@ -85,16 +97,29 @@ def main() -> None:
 
         coverage = check_coverage(teacher, train, test if t.eval_test else [], params.diversity)
 
+    budget = None
+    if teacher.backend == "openai" or args.estimate:
+        groups = [(train, params.diversity)] + ([(test, 1)] if t.eval_test else [])
+        estimate = estimate_teaching(groups, teacher, cache, t.temperature, t.max_tokens, price)
+        log.info("%s: %s", args.task, estimate.describe())
+        if args.estimate:
+            cache.close()
+            print(f"{args.task}: {estimate.describe()}")
+            return
+        check_estimate(estimate, t.max_cost_usd, t.model)  # before any request
+        if t.max_cost_usd is not None:
+            budget = Budget(t.max_cost_usd, price)
+
     stats = TeachRunStats()
     try:
-        rationales, _ = teach(train, teacher, cache, params.diversity, t.temperature, t.max_tokens, stats)
+        rationales, _ = teach(train, teacher, cache, params.diversity, t.temperature, t.max_tokens, stats, budget)
         write_jsonl(args.out, rationales)
         metrics = {"backend": teacher.backend, "model": teacher.model, "diversity": params.diversity}
         metrics |= summarize_usage(rationales, price) | coverage
         test_rationales: list[dict] = []
         if t.eval_test:
             # The paper's "Teacher" row: greedy zero-shot-CoT (sample 0) on the test questions.
-            test_rationales, _ = teach(test, teacher, cache, 1, t.temperature, t.max_tokens, stats)
+            test_rationales, _ = teach(test, teacher, cache, 1, t.temperature, t.max_tokens, stats, budget)
             judged = judge_rationales(test_rationales)
             metrics["teacher_test_n"] = len(judged)
             metrics["teacher_test_accuracy"] = round(sum(r["correct"] for r in judged) / max(1, len(judged)), 6)

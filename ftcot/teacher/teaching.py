@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
@@ -16,9 +17,15 @@ from ftcot.teacher.base import Completion, CompletionRequest, RequestMeta, Teach
 from ftcot.teacher.cache import CompletionCache, cache_key
 from ftcot.teacher.prompts import PROMPT_VERSION, answer_prompt, rationale_prompt
 
+if TYPE_CHECKING:
+    from ftcot.teacher.budget import Budget
+
 log = logging.getLogger("ftcot")
 
 ANSWER_STEP_MAX_TOKENS = 32
+# Requests sent between two looks at the budget (teacher.max_cost_usd): the most a run can
+# overspend is this many answers.
+BUDGET_CHUNK = 16
 
 
 @dataclass
@@ -48,6 +55,7 @@ def resolve(
     cache: CompletionCache,
     stats: TeachRunStats,
     desc: str = "teacher",
+    budget: Budget | None = None,
 ) -> tuple[list[Completion], list[str]]:
     """Completions for ``requests``, from the cache where possible, each distinct request asked once.
 
@@ -65,7 +73,7 @@ def resolve(
     stats.cache_hits += sum(k in found for k in keys)
     pending = [k for k in first if k not in found]
     if pending:
-        _ask(pending, first, requests, teacher, cache, stats, found, desc)
+        _ask(pending, first, requests, teacher, cache, stats, found, desc, budget)
     stats.damaged_cache_records += len(cache.damaged_seen) - damaged_before
     return [found[k] for k in keys], keys
 
@@ -79,6 +87,7 @@ def _ask(
     stats: TeachRunStats,
     found: dict[str, Completion],
     desc: str,
+    budget: Budget | None = None,
 ) -> None:
     if cache.read_only:  # nothing could be stored: stop before any request, the preflight's included
         raise cache.read_only_error(len(pending))
@@ -100,18 +109,26 @@ def _ask(
                     todo -= claims.done.keys()
                     bar.update(len(claims.done))
                 if claims.mine:
+                    # Under a budget, in small chunks: spending is checked between them.
+                    chunk = len(claims.mine) if budget is None else BUDGET_CHUNK
+                    for start_at in range(0, len(claims.mine), chunk):
+                        if budget is not None and budget.exhausted:
+                            raise budget.stop(len(claims.mine) - start_at + len(todo - set(claims.mine)), len(found))
+                        mine = claims.mine[start_at : start_at + chunk]
+                        ask = [requests[first[k]] for k in mine]
+
+                        def store(j: int, completion: Completion, mine=mine, ask=ask) -> None:
+                            key = mine[j]
+                            cache.put_completion(key, teacher.endpoint, teacher.model, ask[j], completion)
+                            found[key] = completion
+                            stats.requests_sent += 1
+                            if budget is not None:
+                                budget.spend(completion)
+                            bar.update(1)
+
+                        for f in teacher.complete(ask, store):
+                            failures.append((ask[f.index], f.error))
                     mine = claims.mine
-                    ask = [requests[first[k]] for k in mine]
-
-                    def store(j: int, completion: Completion, mine=mine, ask=ask) -> None:
-                        key = mine[j]
-                        cache.put_completion(key, teacher.endpoint, teacher.model, ask[j], completion)
-                        found[key] = completion
-                        stats.requests_sent += 1
-                        bar.update(1)
-
-                    for f in teacher.complete(ask, store):
-                        failures.append((ask[f.index], f.error))
                     todo -= set(mine)
                     cache.release_claims(k for k in mine if k not in found)  # a waiting run may try them
                     poll = WAIT_POLL_S[0]
@@ -165,15 +182,17 @@ def teach(
     temperature: float,
     max_tokens: int,
     stats: TeachRunStats | None = None,
+    budget: Budget | None = None,
 ) -> tuple[list[dict], TeachRunStats]:
-    """One output record per (question, sample index), sorted by question id then sample."""
+    """One output record per (question, sample index), sorted by question id then sample.
+    ``budget`` (``ftcot.teacher.budget.Budget``): stop once this run has spent it."""
     stats = stats if stats is not None else TeachRunStats()
     temp = sampling_temperature(diversity, temperature)
     pairs = [(r, k) for r in records for k in range(diversity)]
     step1 = [rationale_request(r, k, temp, max_tokens) for r, k in pairs]
-    rationales, keys1 = resolve(step1, teacher, cache, stats, desc="rationales")
+    rationales, keys1 = resolve(step1, teacher, cache, stats, desc="rationales", budget=budget)
     step2 = [answer_request(r, k, c.text) for (r, k), c in zip(pairs, rationales, strict=True)]
-    answers, keys2 = resolve(step2, teacher, cache, stats, desc="answers")
+    answers, keys2 = resolve(step2, teacher, cache, stats, desc="answers", budget=budget)
     out = []
     for (r, k), rat, ans, key1, key2 in zip(pairs, rationales, answers, keys1, keys2, strict=True):
         out.append(
