@@ -417,6 +417,27 @@ def test_bad_params_stop_before_any_work(project):
     assert "teacher.backend" in proc.stderr + proc.stdout
 
 
+def test_export_writes_a_model_card_and_a_loadable_rationale_dataset(project, tmp_path):
+    import datasets
+    from transformers import AutoModelForCausalLM
+
+    root, env, _ = project
+    cmd = [sys.executable, "scripts/export.py", "--task", "coin_flip", "--seed", "1", "--out", str(tmp_path)]
+    done = run(cmd, root, env)
+    assert "wrote" in done.stdout
+    model = tmp_path / "coin_flip-ft_cot-seed1"
+    card = (model / "README.md").read_text()
+    accuracy = json.loads(read(root, "metrics/evaluate/coin_flip/ft_cot/seed1.json"))
+    assert card.startswith("---\nbase_model: tiny-llama\n")
+    assert f"({accuracy['correct']} of {accuracy['n']} test questions), 95% Wilson interval" in card
+    assert AutoModelForCausalLM.from_pretrained(model).num_parameters() > 0
+    rows = datasets.load_dataset(str(tmp_path / "coin_flip-rationales"))["train"]
+    kept = read(root, "data/filter/coin_flip.jsonl").splitlines()
+    assert rows.num_rows == len(kept) and set(rows.column_names) >= {"question", "rationale", "answer"}
+    refused = run([*cmd[:3], "gsm8k"], root, env, check=False)
+    assert refused.returncode == 2 and "not in data.tasks" in refused.stderr
+
+
 def test_a_fresh_clone_pulls_every_output_from_a_remote_without_running_a_stage(project, tmp_path):
     """README, Sharing results: `dvc push` to a remote (here a local folder), and a teammate's
     clone gets every output with `dvc pull`, byte for byte, with nothing to rerun."""

