@@ -138,11 +138,19 @@ def run_task(name: str, task: str, commit: str, digest: str) -> None:
     start = time.perf_counter()
     command = ["dvc", "repro"]
     print("+", " ".join(command), f"(in {folder.relative_to(REPO)})", file=sys.stderr, flush=True)
-    done = subprocess.run(command, cwd=folder)
+    done = subprocess.run(command, cwd=folder, env=task_env(folder))
     record_time(folder, commit, time.perf_counter() - start)
     if done.returncode != 0:
         raise ResultsError(f"{task}: `{' '.join(command)}` failed (exit {done.returncode}); its message is above")
     collect(name, task, folder, commit, digest)
+
+
+def task_env(folder: Path) -> dict[str, str]:
+    """The environment of a task's `dvc repro`: the work folder first on PYTHONPATH, so that its
+    stages import the run's commit's ftcot, not the package installed in editable mode from the
+    checkout (which is this one, at whatever code it holds now)."""
+    inherited = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": str(folder) + (os.pathsep + inherited if inherited else "")}
 
 
 def record_time(folder: Path, commit: str, seconds: float) -> None:

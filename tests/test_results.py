@@ -146,3 +146,19 @@ def test_the_gathered_summary_keeps_the_runs_order_and_names_the_pending_tasks()
     assert rendered[0] == "| Method | Coin Flip | Last Letter |"
     assert rendered[-1].startswith("Not run yet: SVAMP")
     assert "Not run yet" not in table({**gathered, "pending": []})
+
+
+def test_a_tasks_stages_import_the_work_folders_code_not_the_checkouts(tmp_path):
+    """The package is installed in editable mode from this checkout: without the work folder first
+    on PYTHONPATH, a run pinned to a commit would execute whatever code the checkout holds now
+    while DVC hashes the commit's files."""
+    (tmp_path / "ftcot").mkdir()
+    (tmp_path / "ftcot/__init__.py").write_text("")
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages/probe.py").write_text("import ftcot\nprint(ftcot.__file__)\n")
+    probe = [sys.executable, "stages/probe.py"]
+    plain = subprocess.run(probe, cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+    assert plain == str(REPO / "ftcot/__init__.py")  # what a stage would import without it
+    env = _script().task_env(tmp_path)
+    pinned = subprocess.run(probe, cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert pinned == str(tmp_path / "ftcot/__init__.py")
