@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # Before torch is imported anywhere: the math libraries read these at their first use.
-from ftcot.numerics import pin_cpu_numerics, pin_environment  # noqa: E402
+from ftcot.numerics import compute_device, pin_cpu_numerics, pin_environment  # noqa: E402
 
 pin_environment()
 
@@ -84,7 +84,7 @@ def prepare_splits(params: Params, task: str) -> dict[str, list[dict]]:
 def evaluate_saved(params: Params, variant: str, model_dir: Path, test: list[dict]) -> tuple[dict, list[dict]]:
     """Stage evaluate: the saved student reloaded from its folder, greedy decoding, strict scoring.
     Returns the metrics and the predictions."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = compute_device()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = load_model(model_dir).to(device)
     prompts = [student_prompt(ex["question"], is_encoder_decoder(model)) for ex in test]
@@ -166,7 +166,7 @@ def machine() -> dict:
         "cores": os.cpu_count(),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "torch_threads": torch.get_num_threads(),
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "device": compute_device(),
         "cpu": cpu,
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -49,7 +49,7 @@ from ftcot.data.tasks import get_task
 from ftcot.evaluation.generation import _generate_padded_left, generate_greedy
 from ftcot.evaluation.scoring import read_test_set, score_predictions
 from ftcot.io import write_json
-from ftcot.numerics import cpu_has_native_bf16
+from ftcot.numerics import compute_device, cpu_has_native_bf16
 from ftcot.student.formats import answer_end, student_prompt
 from ftcot.student.models import autocast, load_pretrained
 from ftcot.student.smollm2 import smollm2_folder
@@ -204,7 +204,7 @@ def main() -> None:
         print(json.dumps(report["student_paths"], indent=1))
         return
     torch.manual_seed(0)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = compute_device()
     test = questions(args.questions, "test")
     prompts = [student_prompt(q["question"]) for q in test]
 

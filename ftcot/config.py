@@ -9,7 +9,7 @@ and ``strict=True``: an unknown key, or a value of the wrong type (``diversity: 
 
 params.yaml is the one source of values for a run: :func:`load_params` refuses a file with a key
 missing. The defaults below serve library callers and tests only, and a test holds them equal to
-params.yaml (and to the README's table).
+params.yaml (and to the table of docs/parameters.md).
 """
 
 from __future__ import annotations
@@ -523,7 +523,7 @@ def parse_params(raw: object, path: Path = DEFAULT_PARAMS_PATH, complete: bool =
     own_sections = frozenset(f"data.{k}" for k, t in tasks.items() if not t.builtin)
     missing = missing_keys(raw, model, optional=own_sections) if complete else []
     if missing:
-        lines = [f"{path}: missing key(s); params.yaml must set every parameter (see README, Parameters):"]
+        lines = [f"{path}: missing key(s); params.yaml must set every parameter (see docs/parameters.md):"]
         lines += [f"  {key}: missing" for key in missing]
         raise ConfigError("\n".join(lines))
     return params

@@ -3,8 +3,8 @@
 The model folder gets a model card (README.md with the Hugging Face metadata header): the base
 model, the method, the data, the parameters, the test accuracy with its 95% interval and the commit
 that produced it. The kept rationales become a `datasets`-loadable folder (data/train.jsonl and a
-dataset card whose header declares the split). Both are then one `push_to_hub` away (README:
-Sharing results); nothing here touches the network.
+dataset card whose header declares the split). Both are then one `push_to_hub` away (docs/sharing.md);
+nothing here touches the network.
 """
 
 from __future__ import annotations

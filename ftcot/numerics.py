@@ -102,6 +102,13 @@ def pin_cpu_numerics() -> str:
     return f"portable (ATen {capability}, MKL {os.environ['MKL_CBWR']}, {torch.get_num_threads()} threads)"
 
 
+def compute_device() -> str:
+    """Where a stage puts its model: ``cuda`` when a GPU is visible, else ``cpu`` (said once)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def device_description() -> str:
     """Where tensors run, as a stable one-liner for run metadata (no host name, no clock):
     ``cuda (NVIDIA H100 80GB HBM3)`` or ``cpu, portable numerics (AVX2 kernels, 2 threads)``."""

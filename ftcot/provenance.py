@@ -16,7 +16,8 @@ import subprocess
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from ftcot.redaction import url_without_credentials
 
 # The packages whose versions change what a run computes (or how it is read back).
 PACKAGES = (
@@ -38,13 +39,8 @@ CODE_PATHS = ("ftcot", "stages", "pyproject.toml")
 
 
 def mask_url(url: str | None) -> str | None:
-    """``http://user:secret@host/v1`` -> ``http://***@host/v1``; other URLs unchanged."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+    """``http://user:secret@host/v1`` -> ``http://***@host/v1``; other URLs, and None, unchanged."""
+    return url_without_credentials(url) if url else url
 
 
 def code_files(root: Path, paths: Iterable[str] = CODE_PATHS) -> list[Path]:

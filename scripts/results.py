@@ -3,7 +3,7 @@
     python scripts/results.py run paper-smollm2              # hours on a CPU; rerun to resume
     python scripts/results.py run paper-smollm2 --tasks coin_flip   # only these tasks
     python scripts/results.py run paper-smollm2 --commit 1a2b3c4    # stay on one commit's code
-    python scripts/results.py table paper-smollm2 [--write-readme]
+    python scripts/results.py table paper-smollm2 [--write-docs]
 
 `run` reads results/<name>/params.yaml (every key, checked as params.yaml is) and runs the pipeline
 on it one task at a time, each with `dvc repro` in a work folder of its own, .results/<name>/<task>/
@@ -20,7 +20,8 @@ and params is not run again, so a run spread over several machines or days adds 
 compares it across commits) and results/<name>/summary.json gather the finished tasks.
 
 `table` prints the paper's table for the run (from summary.json and results/paper.json, the
-paper's own numbers); --write-readme puts it between the run's markers in README.md.
+paper's own numbers); --write-docs puts it between the run's markers in docs/paper-results.md, the
+page that shows it (--write-readme, its earlier name, does the same).
 """
 
 from __future__ import annotations
@@ -213,14 +214,17 @@ def _cpuinfo() -> str:
         return ""
 
 
-def show_table(name: str, write_readme: bool) -> None:
+# The page that shows the named runs' tables, between their markers.
+RESULTS_PAGE = REPO / "docs" / "paper-results.md"
+
+
+def show_table(name: str, write_docs: bool) -> None:
     summary = read_json(REPO / "results" / name / "summary.json")
     paper = read_json(REPO / "results" / "paper.json")
     block = table(summary, paper["rows"])
-    if write_readme:
-        readme = REPO / "README.md"
-        readme.write_text(splice(readme.read_text(), name, block))
-        print(f"README.md: the table of {name} rewritten", file=sys.stderr)
+    if write_docs:
+        RESULTS_PAGE.write_text(splice(RESULTS_PAGE.read_text(), name, block))
+        print(f"{RESULTS_PAGE.relative_to(REPO)}: the table of {name} rewritten", file=sys.stderr)
     else:
         print(block)
 
@@ -234,13 +238,20 @@ def main() -> None:
     run_parser.add_argument("--commit", help="the commit whose code runs (default: HEAD, which must be clean)")
     table_parser = sub.add_parser("table", help="print the paper's table of a named run")
     table_parser.add_argument("name")
-    table_parser.add_argument("--write-readme", action="store_true")
+    table_parser.add_argument(
+        "--write-docs",
+        "--write-readme",
+        dest="write_docs",
+        action="store_true",
+        help="write the table between the run's markers in docs/paper-results.md instead of printing it"
+        " (--write-readme: its earlier name)",
+    )
     args = parser.parse_args()
     try:
         if args.command == "run":
             run(args.name, args.tasks, args.commit)
         else:
-            show_table(args.name, args.write_readme)
+            show_table(args.name, args.write_docs)
     except FtcotError as err:
         sys.exit(f"error: {err}")
 

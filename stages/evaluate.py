@@ -12,7 +12,6 @@ accuracy, and with evaluate.samples = k a self-consistency vote over k sampled c
 import argparse
 import functools
 
-import torch
 from transformers import AutoTokenizer
 
 from ftcot.config import load_params
@@ -26,6 +25,7 @@ from ftcot.evaluation.scoring import (
 )
 from ftcot.io import write_json, write_jsonl
 from ftcot.methods import FINETUNE_METHODS
+from ftcot.numerics import compute_device
 from ftcot.stage import log, run_stage
 from ftcot.student.formats import answer_end, student_prompt
 from ftcot.student.models import autocast, is_encoder_decoder, load_model, student_precision
@@ -43,7 +43,7 @@ def main() -> None:
 
     params = load_params()
     test = read_test_set(args.test)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = compute_device()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = load_model(args.model).to(device)
     encoder_decoder = is_encoder_decoder(model)

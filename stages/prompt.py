@@ -12,8 +12,6 @@ questions (seeded choice). Runs only for the methods listed in methods.prompting
 
 import argparse
 
-import torch
-
 from ftcot.config import load_params
 from ftcot.evaluation.prompting import run_prompting, select_exemplars
 from ftcot.evaluation.scoring import (
@@ -25,6 +23,7 @@ from ftcot.evaluation.scoring import (
 )
 from ftcot.io import read_jsonl, write_json, write_jsonl
 from ftcot.methods import PROMPTING_METHODS
+from ftcot.numerics import compute_device
 from ftcot.stage import log, run_stage
 from ftcot.student.models import autocast, load_pretrained, student_precision
 
@@ -45,7 +44,7 @@ def main() -> None:
         examples = read_jsonl(args.examples, required=("id", "question_id", "question", "answer", "rationale"))
         exemplars = select_exemplars(examples, params.evaluate.few_shot_k, params.seed)
     model, tokenizer = load_pretrained(params.student.model)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(compute_device())
     precision = student_precision(params.student.model, params.student.precision)
     with autocast(precision):
         generations = run_prompting(

@@ -110,21 +110,24 @@ def _keys(d: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def test_every_parameter_is_documented_in_the_readme():
-    readme = (REPO / "README.md").read_text()
+PARAMETERS_PAGE = REPO / "docs" / "parameters.md"
+
+
+def test_every_parameter_is_documented_in_the_parameters_page():
+    page = PARAMETERS_PAGE.read_text()
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     undocumented = []
     for key in _keys(params):
         head, _, leaf = key.rpartition(".")
         # a row may group keys: `student.tiny.{n_layer,n_head,n_embd}` or `data.{gsm8k,aqua}.source`
-        if f"`{key}`" not in readme and not any(
-            leaf in row and (head.split(".")[0] in row) for row in readme.splitlines() if row.startswith("| `")
+        if f"`{key}`" not in page and not any(
+            leaf in row and (head.split(".")[0] in row) for row in page.splitlines() if row.startswith("| `")
         ):
             undocumented.append(key)
-    assert not undocumented, f"params.yaml keys missing from README.md: {undocumented}"
+    assert not undocumented, f"params.yaml keys missing from docs/parameters.md: {undocumented}"
 
 
-# ---- one source of values: params.yaml; the code's defaults and the README agree with it -------
+# ---- one source of values: params.yaml; the code's defaults and docs/parameters.md agree with it --
 
 
 def repo_params_raw() -> dict:
@@ -184,11 +187,11 @@ def test_an_integer_is_a_valid_float():
     assert parse_params(raw).student.epochs == 3.0
 
 
-def readme_parameter_table() -> dict[str, str]:
-    """``key -> default`` from README.md's Parameters table; ``a.{b,c}.d`` and ``x, y`` rows expand."""
-    text = (REPO / "README.md").read_text()
-    table = text[text.index("## Parameters") :]
-    table = table[: table.index("\n## ", 3)]
+def documented_parameter_table() -> dict[str, str]:
+    """``key -> default`` from docs/parameters.md's table; ``a.{b,c}.d`` and ``x, y`` rows expand."""
+    text = PARAMETERS_PAGE.read_text()
+    table = text[text.index("| Key | Default | Meaning |") :]
+    table = table[: table.index("\n\n")] if "\n\n" in table else table
     rows = {}
     for line in table.splitlines():
         m = re.match(r"\| (`[^|]+`) \| `([^|]*)` \|", line)
@@ -207,16 +210,16 @@ def readme_parameter_table() -> dict[str, str]:
     return rows
 
 
-def test_readme_lists_every_parameter_with_its_params_yaml_value():
-    rows = readme_parameter_table()
+def test_the_parameters_page_lists_every_parameter_with_its_params_yaml_value():
+    rows = documented_parameter_table()
     assert len(rows) >= 40
     raw = repo_params_raw()
     missing = [k for k in leaf_keys() if k not in rows]
-    assert not missing, f"README.md's Parameters table lacks {missing}"
+    assert not missing, f"docs/parameters.md's table lacks {missing}"
     unknown = [k for k in rows if k not in leaf_keys()]
-    assert not unknown, f"README.md's Parameters table names keys that do not exist: {unknown}"
+    assert not unknown, f"docs/parameters.md's table names keys that do not exist: {unknown}"
     wrong = {k: (rows[k], dotted(raw, k)) for k in rows if yaml.safe_load(rows[k]) != dotted(raw, k)}
-    assert not wrong, f"README default != params.yaml value: {wrong}"
+    assert not wrong, f"docs/parameters.md default != params.yaml value: {wrong}"
 
 
 def test_lora_on_a_student_trained_from_scratch_is_a_parameter_error():

@@ -433,7 +433,7 @@ def test_export_writes_a_model_card_and_a_loadable_rationale_dataset(project, tm
 
 
 def test_a_fresh_clone_pulls_every_output_from_a_remote_without_running_a_stage(project, tmp_path):
-    """README, Sharing results: `dvc push` to a remote (here a local folder), and a teammate's
+    """docs/sharing.md, Sharing results: `dvc push` to a remote (here a local folder), and a teammate's
     clone gets every output with `dvc pull`, byte for byte, with nothing to rerun."""
     root, env, _ = project
     remote = tmp_path / "remote"

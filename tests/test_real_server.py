@@ -79,14 +79,14 @@ def test_teach_through_a_real_model_server(smollm2_server, tmp_path, api):
     assert again == out and stats.requests_sent == 0
 
 
-def test_the_readmes_llama_cpp_recipe_finds_the_gguf_file():
+def test_the_teachers_pages_llama_cpp_recipe_finds_the_gguf_file():
     """The recipe's commands up to the server start: the GGUF path comes from the project (the
     wheel is installed without its dependencies, so importing it fails)."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    (line,) = [line for line in readme.splitlines() if line.startswith("GGUF=$(")]
+    page = (Path(__file__).resolve().parents[1] / "docs/teachers.md").read_text()
+    (line,) = [line for line in page.splitlines() if line.startswith("GGUF=$(")]
     command = line.removeprefix("GGUF=$(").removesuffix(")").replace(".venv/bin/python", sys.executable)
     out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert out.returncode == 0, out.stderr
     gguf = Path(out.stdout.strip())
     assert gguf.suffix == ".gguf" and gguf.stat().st_size > 50_000_000
-    assert 'llama_cpp.server --model "$GGUF"' in readme
+    assert 'llama_cpp.server --model "$GGUF"' in page

@@ -1,5 +1,5 @@
 """Named runs committed beside the default run (results/<name>/): their params are complete and
-valid, their table is made from their summary, and the README shows exactly that table."""
+valid, their table is made from their summary, and docs/paper-results.md shows exactly that table."""
 
 import importlib.util
 import json
@@ -32,15 +32,16 @@ def test_a_named_runs_params_are_valid(name):
 
 
 @pytest.mark.parametrize("name", NAMED)
-def test_the_readme_shows_the_table_of_each_finished_run(name):
+def test_the_results_page_shows_the_table_of_each_finished_run(name):
     summary_file = REPO / "results" / name / "summary.json"
-    readme = (REPO / "README.md").read_text()
+    page = (REPO / "docs/paper-results.md").read_text()
+    assert _script().RESULTS_PAGE == REPO / "docs/paper-results.md"  # where `table --write-docs` writes
     if not summary_file.exists():
-        assert BEGIN.format(name=name) not in readme  # no table before its run has finished
+        assert BEGIN.format(name=name) not in page  # no table before its run has finished
         return
     paper = json.loads((REPO / "results/paper.json").read_text())["rows"]
     expected = table(json.loads(summary_file.read_text()), paper)
-    assert splice(readme, name, expected) == readme
+    assert splice(page, name, expected) == page
 
 
 def test_the_table_carries_accuracy_intervals_parse_rates_and_kept_rationales():

@@ -6,7 +6,7 @@ questions come from (``source``: local files, URLs pinned by SHA-256, Hugging Fa
 built-in generator; per split, or one source split by ratio), and how a record becomes a question,
 an answer and, optionally, choices and a reference rationale (``fields``). A file that does not
 follow this schema is an error that names the file and the key, raised when the parameters are
-loaded: before any stage does any work. README.md ("Your own task") documents every key.
+loaded: before any stage does any work. docs/tasks.md ("Your own task") documents every key.
 
 The paper's twelve tasks are such files (``ftcot/data/builtin_tasks/``); a test holds their
 records to those of the code they replaced.
@@ -397,7 +397,7 @@ def _format_error(where: str, err: ValidationError) -> str:
     lines = [f"{where}: not a valid task file:"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-after", "union["))) or "(top)"
-        message = "unknown key (see README.md, 'Your own task')" if e["type"] == "extra_forbidden" else e["msg"]
+        message = "unknown key (see docs/tasks.md, 'Your own task')" if e["type"] == "extra_forbidden" else e["msg"]
         if e["type"] == "string_type" and isinstance(e.get("input"), int | float):
             message += " (YAML read a number: put it in quotes)"
         lines.append(f"  {key}: {message}")

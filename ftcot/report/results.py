@@ -9,7 +9,8 @@ devices), ``report/`` and ``run.json`` (machine, wall time, the command that reg
 A named run runs task by task (each task's pipeline in a work folder of its own), so its results
 grow a task at a time: ``tasks/<task>/`` holds each finished task's summary, headline and run
 record, and ``summary.json`` gathers them (:func:`gather`), naming the tasks still to run.
-This module is the pure part: the gathered summary, and the table the README shows, made from it.
+This module is the pure part: the gathered summary, and the table docs/paper-results.md shows, made
+from it.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from transformers import (
 
 from ftcot.config import StudentParams, TinyModelParams
 from ftcot.errors import FtcotError
-from ftcot.numerics import cpu_has_native_bf16, resolve_precision
+from ftcot.numerics import compute_device, cpu_has_native_bf16, resolve_precision
 from ftcot.student.smollm2 import PretrainedUnavailable, smollm2_folder
 
 log = logging.getLogger("ftcot")
@@ -259,7 +259,7 @@ def student_precision(model: str, precision: str) -> str:
 
 def autocast(precision: str):
     """The context evaluation runs in: bfloat16 autocast for ``bf16``, nothing for ``fp32``."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = compute_device()
     return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 

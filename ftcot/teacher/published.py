@@ -7,7 +7,8 @@ Fine-tune-CoT's tables without paying a teacher.
   their public URL, pinned by SHA-256, or read from ``data.mirror`` (``zero_shot_cot/log/...``).
 - reasoning-teacher's ``teacher_completion_data.tar.gz`` (the paper's own code, MIT): the archive,
   extracted into ``teacher.replay.dir``, holds ``B_<model>__C_<completion_key>/D_<task>.json``
-  with the diverse samples. It lives on cloud storage (see the README), so it is not downloaded.
+  with the diverse samples. It lives on cloud storage (docs/paper-results.md says where), so it is not
+  downloaded.
 """
 
 from __future__ import annotations
