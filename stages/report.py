@@ -94,11 +94,12 @@ def main() -> None:
             else:
                 eval_metrics[t][m] = found[runs[0]]
             predictions[m] = per_run[runs[0]]  # the samples shown: the first seed's student
+        # What the filter decided (under filter.keep: all, wrong answers are kept too), not a
+        # second judgement of the teacher's answers.
+        kept = read_jsonl(path(paths.KEPT, task=t))
+        kept_ids = {r["id"] for r in kept}
         judged = judge_rationales(read_jsonl(path(paths.TAUGHT, task=t)))
-        teacher_samples[t] = {
-            "kept": [r for r in judged if r["correct"]][:k],
-            "dropped": [r for r in judged if not r["correct"]][:k],
-        }
+        teacher_samples[t] = {"kept": kept[:k], "dropped": [r for r in judged if r["id"] not in kept_ids][:k]}
         if "ft_cot" in predictions:
             student_samples[t] = {
                 "correct": [p for p in predictions["ft_cot"] if p["correct"]][:k],

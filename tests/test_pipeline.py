@@ -101,7 +101,10 @@ def test_repro_builds_every_output(project):
     assert run_info["code"]["commit"][:12] in report
     assert "| Method | coin_flip | last_letter_concatenation |" in report
     assert "| Student: Fine-tune-CoT + self-consistency (2 samples) |" in report
-    assert "## Fine-tune-CoT student on test questions: coin_flip" in report and "*dropped (wrong answer)*" in report
+    assert (
+        "## Fine-tune-CoT student on test questions: coin_flip" in report
+        and "*dropped by the filter, wrong answer*" in report
+    )
     for png in ("accuracy.png", "curves_coin_flip.png", "curves_last_letter_concatenation.png"):
         assert (root / "report" / png).read_bytes().startswith(b"\x89PNG")
         assert f"]({png})" in report

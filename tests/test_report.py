@@ -70,8 +70,12 @@ def test_summary_is_nested_by_task_and_method():
 def test_markdown_has_the_paper_table_rows_methods_columns_tasks():
     teacher = {
         "coin_flip": {
-            "kept": [{"question": "Q1?", "rationale": "R1.", "prediction": "yes", "answer": "yes"}],
-            "dropped": [{"question": "Q2?", "rationale": "R2.", "prediction": "no", "answer": "yes"}],
+            "kept": [
+                {"question": "Q1?", "rationale": "R1.", "prediction": "yes", "answer": "yes", "correct": True},
+                # filter.keep: all keeps wrong answers too: the report shows what the filter kept
+                {"question": "Q4?", "rationale": "R4.", "prediction": "no", "answer": "yes", "correct": False},
+            ],
+            "dropped": [{"question": "Q2?", "rationale": "R2.", "prediction": "no", "answer": "yes", "correct": False}],
         }
     }
     student = {
@@ -106,7 +110,10 @@ def test_markdown_has_the_paper_table_rows_methods_columns_tasks():
     assert table[7].endswith("of votes parsed |")  # a vote can be no answer at all
     assert "| coin_flip | Fine-tune-CoT | 60.0 | 65.0 | 100.0 | 90.0 | 12.5 | 1/10 |" in md
     assert "| coin_flip | 78.0 | 4 | 3 | 75.0 | 75.0 | 1,000 + 500 | 0.0123 |" in md
-    assert "*dropped (wrong answer)* **Q:** Q2?" in md and "> R2. → teacher: no, gold: yes" in md
+    assert (
+        "*kept by the filter, wrong answer* **Q:** Q4?" in md and "*kept by the filter, right answer* **Q:** Q1?" in md
+    )
+    assert "*dropped by the filter, wrong answer* **Q:** Q2?" in md and "> R2. → teacher: no, gold: yes" in md
     assert "experiments div1-abc, div2-abc" in md
     assert "*wrong* **Q:** Q3?" in md and "| coin_flip | 2 | 6 | 50.0 |" in md
     for image in ("accuracy.png", "c.png", "d.png"):

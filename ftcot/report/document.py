@@ -264,11 +264,12 @@ def render_markdown(
             lines += [f"![Training curves: {task}]({name})", ""]
     for task, groups in teacher_samples.items():
         lines += ["", f"## Teacher rationales: {task}"]
-        for group, title in (("kept", "kept (right answer)"), ("dropped", "dropped (wrong answer)")):
+        for group, title in (("kept", "kept by the filter"), ("dropped", "dropped by the filter")):
             for r in groups.get(group, []):
+                verdict = "right" if r["correct"] else "wrong"
                 lines += [
                     "",
-                    f"*{title}* **Q:** {_quote(r['question'])}",
+                    f"*{title}, {verdict} answer* **Q:** {_quote(r['question'])}",
                     "",
                     f"> {_quote(r['rationale'])} → teacher: {r['prediction']}, gold: {r['answer']}",
                 ]
