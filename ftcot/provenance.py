@@ -34,8 +34,32 @@ PACKAGES = (
     "dvc",
 )
 # The code a run executes (the report stage depends on all of it; dvc.yaml cannot be a DVC dependency,
-# and DVC reruns a stage whose definition in it changes).
-CODE_PATHS = ("ftcot", "stages", "pyproject.toml")
+# and DVC reruns a stage whose definition in it changes). All of the package but ftcot/testing: test
+# helpers are not the product, and editing one must not rewrite the report (tests/test_stage_deps.py
+# holds this list to the package's folder).
+CODE_PATHS = (
+    "ftcot/__init__.py",
+    "ftcot/answers.py",
+    "ftcot/config.py",
+    "ftcot/data",
+    "ftcot/errors.py",
+    "ftcot/evaluation",
+    "ftcot/export.py",
+    "ftcot/io.py",
+    "ftcot/lifecycle.py",
+    "ftcot/methods.py",
+    "ftcot/numerics.py",
+    "ftcot/paths.py",
+    "ftcot/provenance.py",
+    "ftcot/redaction.py",
+    "ftcot/report",
+    "ftcot/stage.py",
+    "ftcot/student",
+    "ftcot/teacher",
+    "stages",
+    "pyproject.toml",
+)
+TEST_HELPERS = "ftcot/testing"
 
 
 def mask_url(url: str | None) -> str | None:

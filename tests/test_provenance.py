@@ -28,11 +28,13 @@ def test_teacher_identity_and_params_never_carry_a_secret():
 def test_code_digest_follows_content_not_place(tmp_path):
     for root in (tmp_path / "a", tmp_path / "b"):
         (root / "ftcot" / "__pycache__").mkdir(parents=True)
-        (root / "ftcot" / "x.py").write_text("x = 1\n")
+        (root / "ftcot" / "answers.py").write_text("x = 1\n")
         (root / "dvc.yaml").write_text("stages: {}\n")
     (tmp_path / "b" / "ftcot" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")  # not code
+    (tmp_path / "b" / "ftcot" / "testing").mkdir()
+    (tmp_path / "b" / "ftcot" / "testing" / "fake.py").write_text("y = 1\n")  # a test helper: not the product
     assert code_digest(tmp_path / "a") == code_digest(tmp_path / "b")
-    (tmp_path / "b" / "ftcot" / "x.py").write_text("x = 2\n")
+    (tmp_path / "b" / "ftcot" / "answers.py").write_text("x = 2\n")
     assert code_digest(tmp_path / "a") != code_digest(tmp_path / "b")
 
 
@@ -40,14 +42,14 @@ def test_commit_and_uncommitted_code_changes(tmp_path):
     assert git_commit(tmp_path) == {"commit": None, "code_changed": None}  # no repository
     env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
     (tmp_path / "ftcot").mkdir()
-    (tmp_path / "ftcot" / "a.py").write_text("a = 1\n")
+    (tmp_path / "ftcot" / "answers.py").write_text("a = 1\n")
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "x"]):
         subprocess.run(cmd, cwd=tmp_path, check=True, env={**env, "PATH": "/usr/bin:/bin"})
     clean = git_commit(tmp_path)
     assert len(clean["commit"]) == 40 and clean["code_changed"] is False
     (tmp_path / "notes.txt").write_text("not code")
     assert git_commit(tmp_path)["code_changed"] is False
-    (tmp_path / "ftcot" / "a.py").write_text("a = 2\n")
+    (tmp_path / "ftcot" / "answers.py").write_text("a = 2\n")
     assert git_commit(tmp_path) == {"commit": clean["commit"], "code_changed": True}
 
 

@@ -130,6 +130,17 @@ def test_stage_deps_list_no_code_it_does_not_run(name):
         assert not extra, f"stage {name}: deps {dep} covers {extra}, which the stage never imports"
 
 
+def test_the_code_digest_covers_the_whole_package_but_its_test_helpers():
+    from ftcot.provenance import CODE_PATHS, TEST_HELPERS
+
+    package = {
+        f"ftcot/{p.name}"
+        for p in (REPO / "ftcot").iterdir()
+        if p.name != "__pycache__" and not p.name.endswith(".egg-info")
+    }
+    assert set(CODE_PATHS) == package - {TEST_HELPERS} | {"stages", "pyproject.toml"}
+
+
 def test_fingerprinting_stages_depend_on_all_the_code():
     from ftcot.provenance import CODE_PATHS
 
