@@ -44,7 +44,7 @@ from ftcot.config import Params, load_params  # noqa: E402
 from ftcot.data.fetching import fetch_task  # noqa: E402
 from ftcot.evaluation.generation import generate_greedy  # noqa: E402
 from ftcot.evaluation.scoring import score_predictions, summarize_predictions  # noqa: E402
-from ftcot.io import default_cache_dir, write_json, write_jsonl  # noqa: E402
+from ftcot.io import DOWNLOADS, TEACHER_ANSWERS, cache_folder, write_json, write_jsonl  # noqa: E402
 from ftcot.student.finetune_sets import build_finetune_sets  # noqa: E402
 from ftcot.student.formats import student_prompt  # noqa: E402
 from ftcot.student.models import is_encoder_decoder, load_model  # noqa: E402
@@ -71,11 +71,11 @@ def with_overrides(params: Params, overrides: dict[str, object]) -> Params:
 
 def prepare_splits(params: Params, task: str) -> dict[str, list[dict]]:
     """Stages fetch, teach (oracle), filter and split for one task."""
-    records, _ = fetch_task(task, params.data, params.seed, default_cache_dir() / "datasets")
+    records, _ = fetch_task(task, params.data, params.seed, cache_folder(DOWNLOADS))
     train = [r for r in records if r["split"] == "train"]
     t = params.teacher
     teacher = OracleTeacher(model=t.model, error_rate=t.oracle.error_rate, seed=params.seed)
-    cache = CompletionCache(default_cache_dir() / "teacher")
+    cache = CompletionCache(cache_folder(TEACHER_ANSWERS))
     rationales, _ = teach(train, teacher, cache, params.diversity, t.temperature, t.max_tokens)
     kept, _ = filter_rationales(rationales)
     return build_finetune_sets(records, kept, params.split.val_fraction, params.seed)

@@ -41,6 +41,17 @@ def default_cache_dir() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "finetune-cot"
 
 
+# The cache folder's parts, named once: downloads, every teacher answer, converted models.
+DOWNLOADS, TEACHER_ANSWERS, CONVERTED_MODELS = "datasets", "teacher", "models"
+
+
+def cache_folder(part: str) -> Path:
+    """``default_cache_dir() / part``, ``part`` one of DOWNLOADS, TEACHER_ANSWERS, CONVERTED_MODELS."""
+    if part not in (DOWNLOADS, TEACHER_ANSWERS, CONVERTED_MODELS):
+        raise ValueError(f"no such part of the cache folder: {part!r}")
+    return default_cache_dir() / part
+
+
 class DataError(FtcotError, ValueError):
     """An input file is missing, malformed or lacks a field; the message names file and line."""
 

@@ -11,7 +11,7 @@ import argparse
 
 from ftcot.config import load_params
 from ftcot.data.fetching import fetch_task
-from ftcot.io import default_cache_dir, write_json, write_jsonl
+from ftcot.io import DOWNLOADS, cache_folder, write_json, write_jsonl
 from ftcot.stage import log, run_stage
 
 
@@ -23,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params()
-    records, info = fetch_task(args.task, params.data, params.seed, default_cache_dir() / "datasets")
+    records, info = fetch_task(args.task, params.data, params.seed, cache_folder(DOWNLOADS))
     write_jsonl(args.out, records)
     write_json(args.metrics, info)
     log.info(

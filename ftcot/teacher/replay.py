@@ -23,7 +23,7 @@ from pathlib import Path
 from ftcot.answers import answer_type_of
 from ftcot.data.sources import SourceFile, fetch_file, resolve_mirror, sha256_file
 from ftcot.data.splits import normalize_question
-from ftcot.io import DataError, default_cache_dir, read_jsonl
+from ftcot.io import DOWNLOADS, DataError, cache_folder, read_jsonl
 from ftcot.teacher.base import Completion, CompletionRequest, RequestFailure, ResultCallback, TeacherError
 from ftcot.teacher.published import (
     KOJIMA_LOGS,
@@ -247,7 +247,7 @@ def replay_teacher(
         path, _ = fetch_file(
             SourceFile(log.mirror, log.url, log.sha256),
             resolve_mirror(mirror),
-            default_cache_dir() / "datasets",
+            cache_folder(DOWNLOADS),
             verify=verify_checksums,
         )
         return ReplayTeacher.from_kojima_log(path, task, records, model)
