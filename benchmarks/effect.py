@@ -45,6 +45,7 @@ from ftcot.data.fetching import fetch_task  # noqa: E402
 from ftcot.evaluation.generation import generate_greedy  # noqa: E402
 from ftcot.evaluation.scoring import score_predictions, summarize_predictions  # noqa: E402
 from ftcot.io import DOWNLOADS, TEACHER_ANSWERS, cache_folder, write_json, write_jsonl  # noqa: E402
+from ftcot.methods import FINETUNE_METHODS  # noqa: E402
 from ftcot.student.finetune_sets import build_finetune_sets  # noqa: E402
 from ftcot.student.formats import student_prompt  # noqa: E402
 from ftcot.student.models import is_encoder_decoder, load_model  # noqa: E402
@@ -122,7 +123,7 @@ def train_and_evaluate(params: Params, task: str, variant: str, splits: dict[str
     }
 
 
-def run_seed(params: Params, work: Path, variants: tuple[str, ...] = ("ft_cot", "vanilla")) -> dict[str, dict]:
+def run_seed(params: Params, work: Path, variants: tuple[str, ...] = FINETUNE_METHODS) -> dict[str, dict]:
     """Every task of ``params`` with the given variants: ``{task: {variant: result}}``."""
     results: dict[str, dict] = {}
     for task in params.data.tasks:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from ftcot.data.tasks import DEFAULT_TASK_DIR, TASKS, Task, check_local_paths, load_tasks
 from ftcot.errors import FtcotError
 from ftcot.io import DataError, load_yaml, read_text
+from ftcot.methods import FINETUNE_METHODS, PROMPTING_METHODS
 from ftcot.redaction import has_credentials, url_without_credentials
 
 # The built-in students trained from scratch (ftcot.student.models builds them from student.tiny).
@@ -363,10 +364,10 @@ class EvaluateParams(Section):
 class MethodsParams(Section):
     """``methods``: the rows of the paper's table that run."""
 
-    finetune: list[Literal["ft_cot", "vanilla"]] = Field(
-        ["ft_cot", "vanilla"], description="Fine-tuned students (ft_cot with diversity > 1: diverse reasoning)."
+    finetune: list[Literal[FINETUNE_METHODS]] = Field(
+        sorted(FINETUNE_METHODS), description="Fine-tuned students (ft_cot with diversity > 1: diverse reasoning)."
     )
-    prompting: list[Literal["zero_shot", "zero_shot_cot", "few_shot_cot"]] = Field(
+    prompting: list[Literal[PROMPTING_METHODS]] = Field(
         [], description="The pretrained student prompted before fine-tuning."
     )
 

@@ -8,9 +8,10 @@ from collections.abc import Mapping, Sequence
 
 from ftcot.answers import get_answer_type
 from ftcot.errors import FtcotError
+from ftcot.methods import METHODS
 
 # Table order: the paper's Table 1, top to bottom.
-METHOD_ORDER = ("zero_shot", "zero_shot_cot", "few_shot_cot", "vanilla", "ft_cot")
+METHOD_ORDER = tuple(METHODS)  # the paper's order: prompting, vanilla, Fine-tune-CoT
 EVAL_KEYS = (
     "accuracy",
     "accuracy_ci_low",
