@@ -25,12 +25,13 @@ class Method:
     name: str
     kind: Literal["finetune", "prompting"]
     mode: Literal["student", "direct", "teacher", "cot"]
+    exemplars: bool = False  # prompted with worked examples (kept teacher rationales of train questions)
 
 
 METHODS: dict[str, Method] = {
     "zero_shot": Method("Zero-shot", "prompting", "teacher"),
     "zero_shot_cot": Method("Zero-shot-CoT", "prompting", "cot"),
-    "few_shot_cot": Method("Few-shot-CoT", "prompting", "cot"),
+    "few_shot_cot": Method("Few-shot-CoT", "prompting", "cot", exemplars=True),
     "vanilla": Method("Vanilla fine-tuning", "finetune", "direct"),
     "ft_cot": Method("Fine-tune-CoT", "finetune", "student"),
 }

@@ -22,7 +22,7 @@ from ftcot.evaluation.scoring import (
     truncation_warning,
 )
 from ftcot.io import read_jsonl, write_json, write_jsonl
-from ftcot.methods import PROMPTING_METHODS
+from ftcot.methods import PROMPTING_METHODS, get_method
 from ftcot.numerics import compute_device
 from ftcot.stage import log, run_stage
 from ftcot.student.models import autocast, load_pretrained, student_precision
@@ -40,7 +40,7 @@ def main() -> None:
     params = load_params()
     test = read_test_set(args.test)
     exemplars = []
-    if args.method == "few_shot_cot":
+    if get_method(args.method).exemplars:
         examples = read_jsonl(args.examples, required=("id", "question_id", "question", "answer", "rationale"))
         exemplars = select_exemplars(examples, params.evaluate.few_shot_k, params.seed)
     model, tokenizer = load_pretrained(params.student.model)

@@ -149,3 +149,15 @@ def test_prompt_stage_runs_the_papers_baselines_on_smollm2(tmp_path):
     args = ["--method", "few_shot_cot", "--test", "test.jsonl", "--examples", "train.jsonl"]
     done = run_stage(tmp_path, "prompt", *args, "--predictions", "x.jsonl", "--metrics", "x.json")
     assert done.returncode == 2 and "needs 2 worked examples, but only 1" in done.stderr
+
+
+def test_every_prompting_method_of_the_table_has_its_prompter_and_no_other_does():
+    from ftcot.evaluation.prompting import PROMPTERS, PromptingError, run_prompting
+    from ftcot.methods import METHODS, PROMPTING_METHODS
+
+    assert set(PROMPTERS) == set(PROMPTING_METHODS)
+    assert [k for k, m in METHODS.items() if m.exemplars] == ["few_shot_cot"]
+    with pytest.raises(PromptingError, match="unknown prompting method 'ft_cot'; known: zero_shot, zero_shot_cot"):
+        run_prompting("ft_cot", None, None, [], 1, 1)
+    with pytest.raises(PromptingError, match="Few-shot-CoT needs worked examples"):
+        run_prompting("few_shot_cot", None, None, [], 1, 1)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from ftcot.answers import answer_type_of
 from ftcot.errors import FtcotError
 from ftcot.evaluation.generation import generate_greedy
+from ftcot.methods import PROMPTING_METHODS, get_method
 from ftcot.teacher.prompts import answer_prompt, rationale_prompt
 
 # A base model carries on with the next made-up question: stop there.
@@ -59,28 +60,42 @@ def run_prompting(
 ) -> list[dict]:
     """Greedy generations (``text``, ``generated_tokens``, ``truncated``) of one prompting
     baseline, in the test set's order, ready for :func:`ftcot.evaluation.scoring.score_predictions`."""
-    if method == "zero_shot":
-        prompts = [zero_shot_prompt(ex) for ex in test]
-        return generate_greedy(model, tokenizer, prompts, batch_size, ANSWER_MAX_NEW_TOKENS, "zero-shot", STOP)
-    if method == "few_shot_cot":
-        if not exemplars:
-            raise PromptingError("few-shot-CoT needs worked examples")
-        prompts = [few_shot_cot_prompt(exemplars, ex["question"]) for ex in test]
-        return generate_greedy(model, tokenizer, prompts, batch_size, max_new_tokens, "few-shot-CoT", STOP)
-    if method == "zero_shot_cot":
-        # Two steps (Kojima et al.): the rationale, then the answer given that rationale.
-        prompts = [rationale_prompt(ex["question"]) for ex in test]
-        rationales = generate_greedy(model, tokenizer, prompts, batch_size, max_new_tokens, "zero-shot-CoT", STOP)
-        answer_prompts = [
-            answer_prompt(ex["question"], r["text"], answer_type_of(ex)) for ex, r in zip(test, rationales, strict=True)
-        ]
-        answers = generate_greedy(model, tokenizer, answer_prompts, batch_size, ANSWER_MAX_NEW_TOKENS, "answers", STOP)
-        return [
-            {
-                "text": f"{r['text'].strip()}\n{answer_type_of(ex).trigger}{a['text']}",
-                "generated_tokens": r["generated_tokens"] + a["generated_tokens"],
-                "truncated": r["truncated"],
-            }
-            for ex, r, a in zip(test, rationales, answers, strict=True)
-        ]
-    raise PromptingError(f"unknown prompting method {method!r}; known: zero_shot, zero_shot_cot, few_shot_cot")
+    prompter = PROMPTERS.get(method)
+    if prompter is None:
+        raise PromptingError(f"unknown prompting method {method!r}; known: {', '.join(PROMPTING_METHODS)}")
+    if get_method(method).exemplars and not exemplars:
+        raise PromptingError(f"{get_method(method).name} needs worked examples")
+    return prompter(model, tokenizer, test, batch_size, max_new_tokens, exemplars)
+
+
+def _zero_shot(model, tokenizer, test, batch_size, max_new_tokens, exemplars) -> list[dict]:
+    prompts = [zero_shot_prompt(ex) for ex in test]
+    return generate_greedy(model, tokenizer, prompts, batch_size, ANSWER_MAX_NEW_TOKENS, "zero-shot", STOP)
+
+
+def _few_shot_cot(model, tokenizer, test, batch_size, max_new_tokens, exemplars) -> list[dict]:
+    prompts = [few_shot_cot_prompt(exemplars, ex["question"]) for ex in test]
+    return generate_greedy(model, tokenizer, prompts, batch_size, max_new_tokens, "few-shot-CoT", STOP)
+
+
+def _zero_shot_cot(model, tokenizer, test, batch_size, max_new_tokens, exemplars) -> list[dict]:
+    # Two steps (Kojima et al.): the rationale, then the answer given that rationale.
+    prompts = [rationale_prompt(ex["question"]) for ex in test]
+    rationales = generate_greedy(model, tokenizer, prompts, batch_size, max_new_tokens, "zero-shot-CoT", STOP)
+    answer_prompts = [
+        answer_prompt(ex["question"], r["text"], answer_type_of(ex)) for ex, r in zip(test, rationales, strict=True)
+    ]
+    answers = generate_greedy(model, tokenizer, answer_prompts, batch_size, ANSWER_MAX_NEW_TOKENS, "answers", STOP)
+    return [
+        {
+            "text": f"{r['text'].strip()}\n{answer_type_of(ex).trigger}{a['text']}",
+            "generated_tokens": r["generated_tokens"] + a["generated_tokens"],
+            "truncated": r["truncated"],
+        }
+        for ex, r, a in zip(test, rationales, answers, strict=True)
+    ]
+
+
+# How each prompting method of ftcot.methods generates (tests/test_evaluate_stage.py holds the keys
+# to the table's prompting methods).
+PROMPTERS = {"zero_shot": _zero_shot, "zero_shot_cot": _zero_shot_cot, "few_shot_cot": _few_shot_cot}
