@@ -340,6 +340,14 @@ class StudentParams(Section):
         "FTCOT_NUMERICS=native) for pretrained students, else fp32; 'bf16': autocast to bfloat16 for training "
         "(fp32 weights and LoRA adapters) and evaluation.",
     )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about a third more compute."
+    )
+    quantization: Literal["none", "4bit"] = Field(
+        "none",
+        description="'4bit': QLoRA, the frozen base in 4-bit NF4 (bitsandbytes, CUDA only; student.method: lora); "
+        "the saved model merges the adapters into the base in bf16.",
+    )
 
 
 class EvaluateParams(Section):
@@ -423,6 +431,18 @@ class ParamsBase(Section):
                 f"student.method: lora needs a pretrained student, but student.model is {self.student.model!r} "
                 "(random weights, trained from scratch): use student.method: full, or e.g. "
                 "student.model: smollm2-135m"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _quantization_needs_lora(self) -> ParamsBase:
+        if self.student.quantization != "none" and (
+            self.student.method != "lora" or self.student.model in TINY_STUDENTS
+        ):
+            raise ValueError(
+                f"student.quantization: {self.student.quantization} quantizes a pretrained base under LoRA adapters "
+                f"(QLoRA): it needs student.method: lora and a pretrained student.model, not "
+                f"{self.student.method} on {self.student.model!r}"
             )
         return self
 

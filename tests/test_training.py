@@ -536,3 +536,55 @@ def test_bf16_lora_trains_over_a_bf16_base_and_saves_onto_the_fp32_base(tmp_path
     trained = [m.transformer.h[0].attn.c_attn.weight for m in (a, b)]
     assert not torch.equal(*trained) and torch.allclose(*trained, atol=0.05)  # merged, and near fp32's
     assert bf16["train_loss"] == pytest.approx(fp32["train_loss"], rel=0.05)
+
+
+def test_gpu_choices_leave_a_cpu_run_as_it_was_and_refuse_4bit_clearly(monkeypatch):
+    """On a CPU: the library's attention kernel (the byte-identical default), and QLoRA refused with
+    a message naming the parameter; on a GPU: SDPA, or flash-attention 2 where it is installed."""
+    import importlib.util
+
+    from ftcot.student import models
+
+    if torch.cuda.is_available():
+        pytest.skip("the CPU's choices")
+    assert models.attention_implementation() is None
+    with pytest.raises(models.StudentLoadError, match=r"student\.quantization: 4bit needs a CUDA GPU"):
+        models.four_bit_config()
+    monkeypatch.setattr(models, "compute_device", lambda: "cuda")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "flash_attn" else real(name))
+    assert models.attention_implementation() == "sdpa"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "flash_attn" else real(name))
+    assert models.attention_implementation() == "flash_attention_2"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(models.StudentLoadError, match=r"needs bitsandbytes: pip install -e '.\[qlora\]'"):
+        models.four_bit_config()
+
+
+def test_quantization_is_for_lora_on_a_pretrained_student():
+    from pathlib import Path
+
+    import yaml
+
+    from ftcot.config import ConfigError, parse_params
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+
+    def with_student(**student):
+        return parse_params({**raw, "student": {**raw["student"], **student}})
+
+    with pytest.raises(ConfigError, match=r"student\.quantization: 4bit quantizes a pretrained base"):
+        with_student(model="smollm2-135m", method="full", quantization="4bit")
+    with pytest.raises(ConfigError, match=r"lora needs a pretrained student|quantizes a pretrained base"):
+        with_student(method="lora", quantization="4bit")
+    assert with_student(model="smollm2-135m", method="lora", quantization="4bit").student.quantization == "4bit"
+
+
+def test_gradient_checkpointing_trains_the_same_model(tmp_path):
+    """Recomputing activations changes memory, not the result: the same losses and weights."""
+    runs = {}
+    for on in (False, True):
+        p = params(gradient_checkpointing=on, epochs=1)
+        metrics, curve = finetune(examples(), examples(2), "ft_cot", p, seed=0, output_dir=tmp_path / str(on))
+        runs[on] = [metrics["train_loss"], *(row["loss"] for row in curve if "loss" in row)]
+    assert len(runs[True]) > 1 and runs[True] == pytest.approx(runs[False], rel=1e-4)

@@ -3,6 +3,7 @@ their tokenizers, or a pretrained model by name, hub id or local folder (:func:`
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import string
 from collections import Counter
@@ -183,11 +184,45 @@ def is_encoder_decoder(model) -> bool:
     return bool(getattr(model.config, "is_encoder_decoder", False))
 
 
-def load_model(name: str | Path, dtype: torch.dtype | None = None):
-    """A causal or sequence-to-sequence LM, whichever its config says."""
+def attention_implementation() -> str | None:
+    """The attention kernel a student loads with: on a GPU, flash-attention 2 where the package is
+    installed, else PyTorch's scaled-dot-product attention; on a CPU, the library's default (what
+    the byte-identical default run was made with)."""
+    if compute_device() != "cuda":
+        return None
+    return "flash_attention_2" if importlib.util.find_spec("flash_attn") is not None else "sdpa"
+
+
+def four_bit_config():
+    """bitsandbytes' NF4 quantization of a frozen base (QLoRA); a clear error where it cannot run."""
+    if compute_device() != "cuda":
+        raise StudentLoadError(
+            "student.quantization: 4bit needs a CUDA GPU (bitsandbytes' 4-bit kernels) and this machine has none: "
+            "use student.quantization: none"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise StudentLoadError("student.quantization: 4bit needs bitsandbytes: pip install -e '.[qlora]'")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_use_double_quant=True,
+    )
+
+
+def load_model(name: str | Path, dtype: torch.dtype | None = None, quantization: str = "none"):
+    """A causal or sequence-to-sequence LM, whichever its config says, with the device's attention
+    kernel (:func:`attention_implementation`), its base in 4 bits for ``quantization: 4bit``."""
     config = AutoConfig.from_pretrained(name)
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    return auto.from_pretrained(name, dtype=dtype)
+    options: dict = {"dtype": dtype}
+    if (attention := attention_implementation()) is not None:
+        options["attn_implementation"] = attention
+    if quantization == "4bit":
+        options["quantization_config"] = four_bit_config()
+    return auto.from_pretrained(name, **options)
 
 
 def build_tiny_t5(params: StudentParams, tokenizer, seed: int) -> T5ForConditionalGeneration:
@@ -207,7 +242,7 @@ def build_tiny_t5(params: StudentParams, tokenizer, seed: int) -> T5ForCondition
     return T5ForConditionalGeneration(config)
 
 
-def load_pretrained(name: str, dtype: torch.dtype | None = None):
+def load_pretrained(name: str, dtype: torch.dtype | None = None, quantization: str = "none"):
     """Tokenizer and model (causal or seq2seq) for ``student.model`` as a pretrained model: a built-in
     name (``smollm2-135m``, converted once for offline use), a hub id or a folder; errors name the
     parameter. The one loader of pretrained students (fine-tuning, prompting, evaluation)."""
@@ -218,7 +253,7 @@ def load_pretrained(name: str, dtype: torch.dtype | None = None):
     source = str(local) if local else name
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = load_model(source, dtype=dtype)
+        model = load_model(source, dtype=dtype, quantization=quantization)
     except (OSError, ValueError) as err:
         raise StudentLoadError(
             f"student.model = {name!r} could not be loaded ({type(err).__name__}: {err}). "
@@ -243,7 +278,12 @@ def load_student(params: StudentParams, seed: int, corpus: Iterable[str] = ()):
     if params.model == TINY_T5:
         tokenizer = build_student_tokenizer(params.tiny, corpus)
         return build_tiny_t5(params, tokenizer, seed), tokenizer
-    return load_pretrained(params.model)
+    model, tokenizer = load_pretrained(params.model, quantization=params.quantization)
+    if params.quantization != "none":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.gradient_checkpointing)
+    return model, tokenizer
 
 
 def student_precision(model: str, precision: str) -> str:

@@ -255,6 +255,9 @@ def train_student(
             seed=seed,
             data_seed=seed,
             bf16=bf16,
+            gradient_checkpointing=params.gradient_checkpointing,
+            # Non-reentrant: works with frozen inputs (LoRA), as the reentrant variant does not.
+            gradient_checkpointing_kwargs={"use_reentrant": False} if params.gradient_checkpointing else None,
             # Without a GPU, say so: accelerate then runs several processes (torchrun) as DDP on
             # gloo rather than as independent copies.
             use_cpu=not torch.cuda.is_available(),
@@ -423,8 +426,9 @@ def finetune(
     if state.is_world_process_zero:  # under torchrun / accelerate, one process writes
         output_dir = Path(output_dir)
         if params.method == "lora":
-            if bf16_base:
-                model = _onto_fp32_base(model, params, seed, texts)
+            if bf16_base or params.quantization != "none":
+                # The adapters onto the base as loaded, unquantized: what evaluation and export read.
+                model = _onto_fp32_base(model, params.model_copy(update={"quantization": "none"}), seed, texts)
             save_adapter(model, params, output_dir / ADAPTER_DIR)
             # Evaluation loads plain merged weights: one code path for every student.
             model = model.merge_and_unload()
