@@ -395,6 +395,26 @@ class ReportParams(Section):
     num_samples: int = Field(2, ge=0, description="Sample rationales shown per task.")
 
 
+class LaunchParams(Section):
+    """``launch``: how dvc.yaml runs a stage's script (interpolated into its ``cmd``: DVC reruns a
+    stage whose command changes, as it should, since several processes train another model)."""
+
+    finetune: str = Field(
+        "python",
+        min_length=1,
+        description="'python'; 'torchrun --standalone --nproc_per_node N' (DDP); 'accelerate launch "
+        "--config_file configs/accelerate/fsdp.yaml' (FSDP, students larger than a GPU); with --num_machines, "
+        "--machine_rank and --main_process_ip, several machines.",
+    )
+
+    @field_validator("finetune")
+    @classmethod
+    def _a_launcher(cls, command: str) -> str:
+        if any(c in command for c in ";&|`$<>\n"):
+            raise ValueError(f"must be a launcher and its options, without shell syntax: {command!r}")
+        return command
+
+
 class ParamsBase(Section):
     """The whole of params.yaml (its ``data`` section made for the tasks at hand: :func:`params_model`)."""
 
@@ -414,6 +434,7 @@ class ParamsBase(Section):
     evaluate: EvaluateParams = EvaluateParams()
     methods: MethodsParams = MethodsParams()
     report: ReportParams = ReportParams()
+    launch: LaunchParams = LaunchParams()
 
     @field_validator("seeds")
     @classmethod

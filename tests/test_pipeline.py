@@ -191,6 +191,28 @@ def test_a_param_changed_and_changed_back_or_committed_on_a_branch_restores_from
     assert differing(before, tracked_outputs(root)) == []
 
 
+def test_finetune_launched_as_two_processes_through_dvc_repro(project):
+    """launch.finetune puts torchrun (DDP, gloo on a CPU) into the stage's command: dvc repro trains
+    with two processes; set back, the one-process model comes back from the run-cache."""
+    root, env, _ = project
+    original = read(root, "params.yaml")
+    before = tracked_outputs(root)
+    params = yaml.safe_load(original)
+    params["launch"]["finetune"] = "torchrun --standalone --nproc_per_node 2"
+    target = ["dvc", "repro", "finetune@coin_flip-ft_cot-0"]
+    try:
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        ran = run(target, root, env).stdout
+        assert "> torchrun --standalone --nproc_per_node 2 stages/finetune.py --task coin_flip" in ran
+        assert stages_run(ran) == {"check", "finetune@coin_flip-ft_cot-0"}
+        assert (root / "models/coin_flip/ft_cot/seed0/model.safetensors").is_file()
+    finally:
+        (root / "params.yaml").write_text(original)
+        back = run(target, root, env).stdout
+    assert stages_restored(back) == {"finetune@coin_flip-ft_cot-0"}
+    assert differing(before, tracked_outputs(root)) == []
+
+
 def test_a_forced_rerun_elsewhere_on_another_cpu_with_a_cold_cache_is_byte_identical(project, tmp_path):
     """The run copied to another folder and forced to run again where the libraries would pick other
     kernels (no AVX-512, MKL's AVX2 path), on one core, with an empty teacher cache: every tracked
