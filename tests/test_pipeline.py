@@ -8,28 +8,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftcot.testing.project import SIMULATED_CPUS, copy_project, differing, project_env, run, tracked_outputs
+from ftcot.testing.project import (
+    SIMULATED_CPUS,
+    copy_project,
+    differing,
+    project_env,
+    run,
+    stages_restored,
+    stages_run,
+    tiny_params,
+    tracked_outputs,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
-
-
-def tiny_params() -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"]["num_questions"] = 30
-    params["seeds"] = [0, 1]  # two students per task and variant
-    params["student"].update(
-        {
-            "tiny": {**params["student"]["tiny"], "n_layer": 1, "n_head": 2, "n_embd": 32, "vocab_size": 300},
-            "epochs": 1,
-            "batch_size": 8,
-            "max_length": 128,
-        }
-    )
-    params["evaluate"].update({"batch_size": 16, "max_new_tokens": 24, "samples": 2})
-    params["teacher"].update({"eval_test": True, "prices": {"oracle": {"prompt": 1.0, "completion": 2.0}}})
-    return params
 
 
 @pytest.fixture(scope="module")
@@ -136,84 +129,6 @@ def test_second_repro_runs_nothing(project):
     again = run(["dvc", "repro"], root, env)
     assert "Running stage" not in again.stdout
     assert "Data and pipelines are up to date" in run(["dvc", "status"], root, env).stdout
-
-
-def stages_run(out: str) -> set[str]:
-    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
-
-
-def stages_restored(out: str) -> set[str]:
-    return {line.split("'")[1] for line in out.splitlines() if "is cached - skipping run" in line}
-
-
-def test_a_param_changed_and_changed_back_or_committed_on_a_branch_restores_from_the_run_cache(project):
-    """Every stage from teach to evaluate comes back from DVC's run-cache: no question asked of the
-    teacher, no student trained, the same bytes (`check` reruns: its output is git's; every other
-    stage is declared so that DVC keeps its run, see tests/test_stage_deps.py). One student's chain,
-    reproduced by target, stands for all: the declarations are the same for every stage."""
-    root, env, _ = project
-    original = read(root, "params.yaml")
-    before = tracked_outputs(root)
-    lock_before = yaml.safe_load(read(root, "dvc.lock"))["stages"]
-    experiment = yaml.safe_load(original)
-    experiment["diversity"] = 2  # reruns the chain from the teacher on
-    experiment_text = yaml.safe_dump(experiment, sort_keys=False)
-    target = ["dvc", "repro", "evaluate@coin_flip-ft_cot-0"]
-    chain = {
-        "teach@coin_flip",
-        "filter@coin_flip",
-        "split@coin_flip",
-        "finetune@coin_flip-ft_cot-0",
-        "evaluate@coin_flip-ft_cot-0",
-    }
-    home = run(["git", "rev-parse", "--abbrev-ref", "HEAD"], root, env).stdout.strip()
-    try:
-        (root / "params.yaml").write_text(experiment_text)
-        assert stages_run(run(target, root, env).stdout) == chain | {"check"}
-        after_experiment = tracked_outputs(root)
-        assert after_experiment["data/teach/coin_flip.jsonl"] != before["data/teach/coin_flip.jsonl"]
-
-        (root / "params.yaml").write_text(original)  # changed back
-        back = run(target, root, env).stdout
-        assert stages_run(back) == {"check"} and stages_restored(back) == chain
-        assert differing(before, tracked_outputs(root)) == []
-
-        # The experiment's params committed on a branch: its outputs come back the same way.
-        run(["git", "checkout", "-qb", "more-diversity"], root, env)
-        (root / "params.yaml").write_text(experiment_text)
-        run(["git", "commit", "-qm", "diversity 2", "params.yaml"], root, env)
-        branch = run(target, root, env).stdout
-        assert stages_run(branch) == {"check"} and stages_restored(branch) == chain
-        assert differing(after_experiment, tracked_outputs(root)) == []
-    finally:
-        run(["git", "checkout", "-q", "-f", home], root, env)
-        (root / "params.yaml").write_text(original)
-        run(target, root, env)
-    assert [p for p in differing(before, tracked_outputs(root)) if p != "dvc.lock"] == []
-    lock = yaml.safe_load(read(root, "dvc.lock"))["stages"]
-    assert {name for name in lock if lock[name] != lock_before.get(name)} == set()
-
-
-def test_finetune_launched_as_two_processes_through_dvc_repro(project):
-    """launch.finetune puts torchrun (DDP, gloo on a CPU) into the stage's command: dvc repro trains
-    with two processes; set back, the one-process model comes back from the run-cache."""
-    root, env, _ = project
-    original = read(root, "params.yaml")
-    before = tracked_outputs(root)
-    params = yaml.safe_load(original)
-    params["launch"]["finetune"] = "torchrun --standalone --nproc_per_node 2"
-    target = ["dvc", "repro", "finetune@coin_flip-ft_cot-0"]
-    try:
-        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        ran = run(target, root, env).stdout
-        assert "> torchrun --standalone --nproc_per_node 2 stages/finetune.py --task coin_flip" in ran
-        assert stages_run(ran) == {"check", "finetune@coin_flip-ft_cot-0"}
-        assert (root / "models/coin_flip/ft_cot/seed0/model.safetensors").is_file()
-    finally:
-        (root / "params.yaml").write_text(original)
-        back = run(target, root, env).stdout
-    assert stages_restored(back) == {"finetune@coin_flip-ft_cot-0"}
-    assert differing(before, tracked_outputs(root)) == []
 
 
 def test_a_forced_rerun_elsewhere_on_another_cpu_with_a_cold_cache_is_byte_identical(project, tmp_path):
@@ -340,9 +255,10 @@ def test_experiment_with_more_diversity_reruns_from_teach(project):
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-qm", "baseline results"], root, env)
     exp = run(["dvc", "exp", "run", "-S", "diversity=2"], root, env)
-    assert "Running stage 'teach@coin_flip'" in exp.stdout
-    assert "Running stage 'finetune@coin_flip-ft_cot-0'" in exp.stdout
-    assert "Running stage 'fetch@coin_flip'" not in exp.stdout
+    # run, or restored from the run-cache where an earlier test ran the same params
+    redone = stages_run(exp.stdout) | stages_restored(exp.stdout)
+    assert {"teach@coin_flip", "finetune@coin_flip-ft_cot-0", "finetune@coin_flip-ft_cot-1"} <= redone
+    assert "fetch@coin_flip" not in redone
     assert len(read(root, "data/teach/coin_flip.jsonl").splitlines()) == 42
     shown = json.loads(run(["dvc", "exp", "show", "--json"], root, env).stdout)
     assert len(json.dumps(shown)) > 0 and "diversity" in json.dumps(shown)
@@ -475,6 +391,9 @@ def test_a_fresh_clone_pulls_every_output_from_a_remote_without_running_a_stage(
     pulled = run(["dvc", "pull", "--run-cache"], clone, clone_env)
     assert "Running stage" not in pulled.stdout
     assert (clone / "models/coin_flip/ft_cot/seed0").is_dir()
-    assert differing(tracked_outputs(root), tracked_outputs(clone)) == []
+    pulled_files = tracked_outputs(clone)
+    # The root also holds files of outputs no longer in its pipeline (earlier tests' experiments):
+    # the clone has what dvc.lock names (dvc status below), byte for byte.
+    assert differing({k: v for k, v in tracked_outputs(root).items() if k in pulled_files}, pulled_files) == []
     assert "Data and pipelines are up to date" in run(["dvc", "status"], clone, clone_env).stdout
     assert any((clone / ".dvc/cache/runs").iterdir())  # the run-cache came too: repro restores what was run

@@ -108,3 +108,34 @@ SIMULATED_CPUS: dict[str, dict] = {
         },
     },
 }
+
+
+def tiny_params() -> dict:
+    """The repository's params.yaml made tiny for end-to-end tests: 30 questions, two seeds, a
+    one-layer student, one epoch."""
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["num_questions"] = 30
+    params["seeds"] = [0, 1]  # two students per task and variant
+    params["student"].update(
+        {
+            "tiny": {**params["student"]["tiny"], "n_layer": 1, "n_head": 2, "n_embd": 32, "vocab_size": 300},
+            "epochs": 1,
+            "batch_size": 8,
+            "max_length": 128,
+        }
+    )
+    params["evaluate"].update({"batch_size": 16, "max_new_tokens": 24, "samples": 2})
+    params["teacher"].update({"eval_test": True, "prices": {"oracle": {"prompt": 1.0, "completion": 2.0}}})
+    return params
+
+
+def stages_run(out: str) -> set[str]:
+    """The stages a `dvc repro` output says it ran."""
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
+
+
+def stages_restored(out: str) -> set[str]:
+    """The stages a `dvc repro` output says it restored from the run-cache."""
+    return {line.split("'")[1] for line in out.splitlines() if "is cached - skipping run" in line}
