@@ -10,13 +10,13 @@ import yaml
 
 from ftcot.testing.project import (
     SIMULATED_CPUS,
-    copy_project,
     differing,
     project_env,
     run,
     stages_restored,
     stages_run,
     tiny_params,
+    tiny_project,
     tracked_outputs,
 )
 
@@ -27,10 +27,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    root = copy_project(tmp_path_factory.mktemp("project"), yaml.safe_dump(tiny_params(), sort_keys=False))
-    env = project_env(root)
-    first = run(["dvc", "repro"], root, env)
-    return root, env, first
+    return tiny_project(tmp_path_factory.mktemp("project"))
 
 
 def read(root: Path, rel: str) -> str:

@@ -8,13 +8,11 @@ import pytest
 import yaml
 
 from ftcot.testing.project import (
-    copy_project,
     differing,
-    project_env,
     run,
     stages_restored,
     stages_run,
-    tiny_params,
+    tiny_project,
     tracked_outputs,
 )
 
@@ -23,10 +21,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    root = copy_project(tmp_path_factory.mktemp("project"), yaml.safe_dump(tiny_params(), sort_keys=False))
-    env = project_env(root)
-    first = run(["dvc", "repro"], root, env)
-    return root, env, first
+    return tiny_project(tmp_path_factory.mktemp("project"))
 
 
 def read(root, rel: str) -> str:

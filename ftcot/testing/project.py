@@ -139,3 +139,13 @@ def stages_run(out: str) -> set[str]:
 def stages_restored(out: str) -> set[str]:
     """The stages a `dvc repro` output says it restored from the run-cache."""
     return {line.split("'")[1] for line in out.splitlines() if "is cached - skipping run" in line}
+
+
+def tiny_project(root: Path) -> tuple[Path, dict, subprocess.CompletedProcess]:
+    """A copy of the project in ``root`` on :func:`tiny_params`, after its first `dvc repro`:
+    (root, its environment, that run)."""
+    import yaml
+
+    root = copy_project(root, yaml.safe_dump(tiny_params(), sort_keys=False))
+    env = project_env(root)
+    return root, env, run(["dvc", "repro"], root, env)
