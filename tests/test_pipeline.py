@@ -344,12 +344,19 @@ def test_bad_params_stop_before_any_work(project):
     params = yaml.safe_load(original)
     params["teacher"]["backend"] = "nonsense"
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+    before = tracked_outputs(root)
     try:
         proc = run(["dvc", "repro", "--force", "--single-item", "teach@coin_flip"], root, env, check=False)
     finally:
         (root / "params.yaml").write_text(original)
     assert proc.returncode != 0
     assert "teacher.backend" in proc.stderr + proc.stdout
+    # DVC removes a stage's outputs before it runs the command; the stage stopped before asking
+    # anything, and the next repro restores them from the run-cache, byte for byte, asking nothing.
+    again = run(["dvc", "repro", "--single-item", "teach@coin_flip"], root, env)
+    assert stages_restored(again.stdout) == {"teach@coin_flip"} and not stages_run(again.stdout)
+    assert differing(before, tracked_outputs(root)) == []
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], root, env).stdout
 
 
 def test_export_writes_a_model_card_and_a_loadable_rationale_dataset(project, tmp_path):
@@ -366,7 +373,9 @@ def test_export_writes_a_model_card_and_a_loadable_rationale_dataset(project, tm
     assert card.startswith("---\nbase_model: tiny-llama\n")
     assert f"({accuracy['correct']} of {accuracy['n']} test questions), 95% Wilson interval" in card
     assert AutoModelForCausalLM.from_pretrained(model).num_parameters() > 0
-    rows = datasets.load_dataset(str(tmp_path / "coin_flip-rationales"))["train"]
+    # A cache of its own: datasets' shared cache may hold an earlier export from the same path.
+    loaded = datasets.load_dataset(str(tmp_path / "coin_flip-rationales"), cache_dir=str(tmp_path / "hf"))
+    rows = loaded["train"]
     kept = read(root, "data/filter/coin_flip.jsonl").splitlines()
     assert rows.num_rows == len(kept) and set(rows.column_names) >= {"question", "rationale", "answer"}
     refused = run([*cmd[:3], "gsm8k"], root, env, check=False)
