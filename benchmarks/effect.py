@@ -45,7 +45,7 @@ from ftcot.data.fetching import fetch_task  # noqa: E402
 from ftcot.evaluation.generation import generate_greedy  # noqa: E402
 from ftcot.evaluation.scoring import score_predictions, summarize_predictions  # noqa: E402
 from ftcot.io import DOWNLOADS, TEACHER_ANSWERS, cache_folder, write_json, write_jsonl  # noqa: E402
-from ftcot.methods import FINETUNE_METHODS  # noqa: E402
+from ftcot.methods import FINETUNE_METHODS, FT_COT, VANILLA  # noqa: E402
 from ftcot.student.finetune_sets import build_finetune_sets  # noqa: E402
 from ftcot.student.formats import student_prompt  # noqa: E402
 from ftcot.student.models import is_encoder_decoder, load_model  # noqa: E402
@@ -147,8 +147,8 @@ def summarize(per_seed: dict[int, dict[str, dict]], tasks: list[str]) -> dict[st
     for task in tasks:
         rows = [per_seed[s][task] for s in per_seed]
         summary[task] = {
-            "ft_cot": mean_sd([r["ft_cot"]["accuracy"] for r in rows]),
-            "vanilla": mean_sd([r["vanilla"]["accuracy"] for r in rows]),
+            FT_COT: mean_sd([r[FT_COT]["accuracy"] for r in rows]),
+            VANILLA: mean_sd([r[VANILLA]["accuracy"] for r in rows]),
             "separated_in_every_seed": all(r["separated"] for r in rows),
         }
     return summary
@@ -217,7 +217,7 @@ def run_effect(
             continue
         results = run_seed(with_overrides(base, {"seed": seed}), work / f"seed{seed}")
         for r in results.values():
-            r["separated"] = separated(r["ft_cot"], r["vanilla"])
+            r["separated"] = separated(r[FT_COT], r[VANILLA])
         per_seed[seed] = results
         print(f"seed {seed}: " + ", ".join(describe(task, r) for task, r in results.items()), flush=True)
     diversity: dict[str, dict] = {}
@@ -228,14 +228,14 @@ def run_effect(
             print(f"seed {seed}, D={high_d}: reused", flush=True)
             continue
         high = run_seed(
-            with_overrides(base, {"seed": seed, "diversity": high_d}), work / f"d{high_d}-{seed}", ("ft_cot",)
+            with_overrides(base, {"seed": seed, "diversity": high_d}), work / f"d{high_d}-{seed}", (FT_COT,)
         )
         low = per_seed[seed] if seed in per_seed else run_seed(with_overrides(base, {"seed": seed}), work / f"d-{seed}")
         diversity[str(seed)] = {
-            task: {f"D={base.diversity}": low[task]["ft_cot"], f"D={high_d}": high[task]["ft_cot"]}
+            task: {f"D={base.diversity}": low[task][FT_COT], f"D={high_d}": high[task][FT_COT]}
             for task in base.data.tasks
         }
-        print(f"seed {seed}, D={high_d}: " + ", ".join(f"{t} ft_cot {high[t]['ft_cot']['accuracy']:.3f}" for t in high))
+        print(f"seed {seed}, D={high_d}: " + ", ".join(f"{t} ft_cot {high[t][FT_COT]['accuracy']:.3f}" for t in high))
     return {
         "seeds": seeds,
         "per_seed": {str(s): r for s, r in per_seed.items()},
@@ -251,7 +251,7 @@ def run_ablation(base: Params, seed: int, work: Path) -> dict:
     for i, (name, overrides) in enumerate(ABLATION.items()):
         results = run_seed(with_overrides(base, {**overrides, "seed": seed}), work / f"ablation{i}")
         for r in results.values():
-            r["separated"] = separated(r["ft_cot"], r["vanilla"])
+            r["separated"] = separated(r[FT_COT], r[VANILLA])
         rows[name] = {"overrides": overrides, "results": results}
         print(f"{name}: " + ", ".join(describe(task, r) for task, r in results.items()), flush=True)
     return {"seed": seed, "rows": rows}
@@ -299,7 +299,7 @@ def main() -> None:
 
 
 def describe(task: str, result: dict) -> str:
-    ft, va = result["ft_cot"], result["vanilla"]
+    ft, va = result[FT_COT], result[VANILLA]
     mark = "separated" if result["separated"] else "overlapping"
     return f"{task} ft_cot {ft['accuracy']:.3f} vs vanilla {va['accuracy']:.3f} ({mark})"
 

@@ -49,6 +49,7 @@ from ftcot.data.tasks import get_task
 from ftcot.evaluation.generation import _generate_padded_left, generate_greedy
 from ftcot.evaluation.scoring import read_test_set, score_predictions
 from ftcot.io import write_json
+from ftcot.methods import FT_COT
 from ftcot.numerics import compute_device, cpu_has_native_bf16
 from ftcot.student.formats import answer_end, student_prompt
 from ftcot.student.models import autocast, load_pretrained
@@ -122,7 +123,7 @@ def tiny_student(device: str):
         params = StudentParams(
             model="tiny-gpt2", tiny={"tokenizer": "bpe"}, epochs=4, learning_rate=3e-3, val_accuracy=False
         )
-        finetune(examples, [], "ft_cot", params, 0, f"{tmp}/out")
+        finetune(examples, [], FT_COT, params, 0, f"{tmp}/out")
         model, tokenizer = load_pretrained(f"{tmp}/out")
     return model.to(device), tokenizer
 
@@ -193,7 +194,7 @@ def main() -> None:
     parser.add_argument("--out", default="metrics/bench_evaluate.json")
     parser.add_argument("--student", help="a trained student's folder: also compare the stage's decoding paths on it")
     parser.add_argument("--test", help="its task's test set (test.jsonl of stage split)")
-    parser.add_argument("--variant", default="ft_cot")
+    parser.add_argument("--variant", default=FT_COT)
     parser.add_argument("--student-max-new-tokens", type=int, default=128, help="as evaluate.max_new_tokens")
     parser.add_argument("--only-student", action="store_true", help="only the student comparison; keep the rest")
     args = parser.parse_args()

@@ -41,6 +41,7 @@ from ftcot.config import StudentParams
 from ftcot.data.synthetic import generate_records
 from ftcot.data.tasks import get_task
 from ftcot.io import write_json
+from ftcot.methods import FT_COT
 from ftcot.numerics import cpu_has_native_bf16
 from ftcot.student.formats import student_prompt, student_target
 from ftcot.student.models import load_student, wrap_lora
@@ -85,13 +86,13 @@ def naive_train(model, tokenizer, train_ds, params: StudentParams, seed: int) ->
 
 
 def compare(params: StudentParams, data: list[dict], seed: int = 0) -> dict:
-    texts = [student_prompt(e["question"]) + student_target("ft_cot", e["answer"], e["rationale"]) for e in data]
+    texts = [student_prompt(e["question"]) + student_target(FT_COT, e["answer"], e["rationale"]) for e in data]
     timings = {}
     for name in ("baseline", "ours"):
         model, tokenizer = load_student(params, seed, corpus=texts)  # same initial weights for both
         if params.method == "lora":
             model = wrap_lora(model, params)
-        train_ds, _ = build_dataset(data, "ft_cot", tokenizer, params.max_length)
+        train_ds, _ = build_dataset(data, FT_COT, tokenizer, params.max_length)
         real_tokens = sum(len(x) for x in train_ds["input_ids"]) * params.epochs
         start = time.perf_counter()
         if name == "ours":
@@ -116,7 +117,7 @@ def _train_once(params: StudentParams, data: list[dict], seed: int, queue) -> No
     torch.set_num_threads(os.cpu_count() or 1)
     model, tokenizer = load_student(params, seed)
     model = wrap_lora(model, params)
-    train_ds, _ = build_dataset(data, "ft_cot", tokenizer, params.max_length)
+    train_ds, _ = build_dataset(data, FT_COT, tokenizer, params.max_length)
     real_tokens = sum(len(x) for x in train_ds["input_ids"]) * params.epochs
     start = time.perf_counter()
     _, state = train_student(model, tokenizer, train_ds, train_ds.select([]), params, seed)

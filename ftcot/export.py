@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from ftcot.io import write_jsonl
+from ftcot.methods import FT_COT
 
 # The fields of a kept rationale that a dataset user needs (the rest is the pipeline's bookkeeping).
 RATIONALE_FIELDS = ("id", "question_id", "question", "rationale", "answer", "answer_type", "sample_index")
@@ -62,7 +63,7 @@ def model_card(
             }
         ],
     }
-    what = "Fine-tune-CoT (question → rationale → answer)" if variant == "ft_cot" else "vanilla (question → answer)"
+    what = "Fine-tune-CoT (question → rationale → answer)" if variant == FT_COT else "vanilla (question → answer)"
     lines = [
         _front_matter(meta),
         f"# {base_model}, fine-tuned on {task} ({variant}, seed {seed})",

@@ -28,12 +28,16 @@ class Method:
     exemplars: bool = False  # prompted with worked examples (kept teacher rationales of train questions)
 
 
+# Each name is written here only (tests/test_one_name.py): elsewhere the code says FT_COT, not the string.
+ZERO_SHOT, ZERO_SHOT_COT, FEW_SHOT_COT = "zero_shot", "zero_shot_cot", "few_shot_cot"
+VANILLA, FT_COT = "vanilla", "ft_cot"
+
 METHODS: dict[str, Method] = {
-    "zero_shot": Method("Zero-shot", "prompting", "teacher"),
-    "zero_shot_cot": Method("Zero-shot-CoT", "prompting", "cot"),
-    "few_shot_cot": Method("Few-shot-CoT", "prompting", "cot", exemplars=True),
-    "vanilla": Method("Vanilla fine-tuning", "finetune", "direct"),
-    "ft_cot": Method("Fine-tune-CoT", "finetune", "student"),
+    ZERO_SHOT: Method("Zero-shot", "prompting", "teacher"),
+    ZERO_SHOT_COT: Method("Zero-shot-CoT", "prompting", "cot"),
+    FEW_SHOT_COT: Method("Few-shot-CoT", "prompting", "cot", exemplars=True),
+    VANILLA: Method("Vanilla fine-tuning", "finetune", "direct"),
+    FT_COT: Method("Fine-tune-CoT", "finetune", "student"),
 }
 FINETUNE_METHODS = tuple(k for k, m in METHODS.items() if m.kind == "finetune")
 PROMPTING_METHODS = tuple(k for k, m in METHODS.items() if m.kind == "prompting")

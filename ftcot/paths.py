@@ -25,7 +25,6 @@ EVAL_METRICS = "metrics/evaluate/{task}/{run}.json"
 SUMMARY = "metrics/summary.json"
 HEADLINE = "metrics/headline.json"  # the pipeline's one DVC metrics file
 REPORT_DIR = "report"
-DIVERSITY_SWEEP = "metrics/diversity.json"
 SWEEPS = "metrics/sweeps"  # <name>.json of scripts/sweep.py
 
 TEMPLATES = (

@@ -24,7 +24,7 @@ from ftcot.config import load_params
 from ftcot.errors import FtcotError
 from ftcot.export import export_model, export_rationales, model_card
 from ftcot.io import read_json, read_jsonl
-from ftcot.methods import FINETUNE_METHODS
+from ftcot.methods import FINETUNE_METHODS, FT_COT
 from ftcot.paths import evaluation_run, path
 from ftcot.provenance import teacher_label
 from ftcot.student.training import adapter_base_name
@@ -33,7 +33,7 @@ from ftcot.student.training import adapter_base_name
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True)
-    parser.add_argument("--variant", default="ft_cot", choices=FINETUNE_METHODS)
+    parser.add_argument("--variant", default=FT_COT, choices=FINETUNE_METHODS)
     parser.add_argument("--seed", type=int, help="default: the first of params `seeds`")
     parser.add_argument("--out", default="export", type=Path)
     args = parser.parse_args()

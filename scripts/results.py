@@ -39,6 +39,7 @@ from pathlib import Path
 
 import yaml
 
+from ftcot import paths
 from ftcot.config import parse_params
 from ftcot.errors import FtcotError
 from ftcot.io import load_yaml, read_json, read_text, write_json
@@ -52,8 +53,8 @@ WORK = REPO / ".results"
 CODE = ["ftcot", "stages", "pyproject.toml", "dvc.yaml", "tasks", "replay", ".dvc/config", ".dvcignore"]
 # What each task's work folder gives back (source in the folder: name in results/<name>/tasks/<task>/).
 COPIED = {
-    "metrics/summary.json": "summary.json",
-    "metrics/headline.json": "headline.json",
+    paths.SUMMARY: "summary.json",
+    paths.HEADLINE: "headline.json",
     "report/report.md": "report.md",
 }
 

@@ -7,7 +7,8 @@ dvc.yaml), and writes metrics/summary.json (every number of the report, and what
 code, resolved params, packages, devices, seeds, teacher), metrics/headline.json (the compact
 numbers `dvc metrics diff` and `dvc exp show` compare) and, in report/, report.md, report.html
 (self-contained: images inline), accuracy.png (a bar chart per task), curves_<task>.png (training
-curves, from the finetune stage's metrics), diversity.png (when a sweep is recorded) and
+curves, from the finetune stage's metrics), sweep_<name>.png (each sweep of scripts/sweep.py
+that describes this run) and
 accuracy.json (the rows of `dvc plots`). Every method listed in params.yaml `methods` must have
 been evaluated, on exactly the task's test set.
 """
@@ -20,12 +21,13 @@ from ftcot import paths
 from ftcot.config import load_params
 from ftcot.evaluation.scoring import check_predictions_file, summarize_predictions
 from ftcot.io import read_json, read_jsonl, write_json
+from ftcot.methods import FT_COT
 from ftcot.paths import evaluation_run, path
 from ftcot.provenance import run_metadata, teacher_label
 from ftcot.report.document import render_html, render_markdown
-from ftcot.report.figures import plot_accuracy, plot_diversity, plot_sweep, plot_training_curves
+from ftcot.report.figures import plot_accuracy, plot_sweep, plot_training_curves
 from ftcot.report.summary import ReportError, accuracy_rows, build_summary, combine_seeds, headline
-from ftcot.report.sweep import stale_reason, sweep_stale_reason
+from ftcot.report.sweep import sweep_stale_reason
 from ftcot.stage import log, run_stage
 from ftcot.teacher.filtering import judge_rationales
 
@@ -100,10 +102,10 @@ def main() -> None:
         kept_ids = {r["id"] for r in kept}
         judged = judge_rationales(read_jsonl(path(paths.TAUGHT, task=t)))
         teacher_samples[t] = {"kept": kept[:k], "dropped": [r for r in judged if r["id"] not in kept_ids][:k]}
-        if "ft_cot" in predictions:
+        if FT_COT in predictions:
             student_samples[t] = {
-                "correct": [p for p in predictions["ft_cot"] if p["correct"]][:k],
-                "wrong": [p for p in predictions["ft_cot"] if not p["correct"]][:k],
+                "correct": [p for p in predictions[FT_COT] if p["correct"]][:k],
+                "wrong": [p for p in predictions[FT_COT] if not p["correct"]][:k],
             }
 
     setup = {
@@ -116,7 +118,8 @@ def main() -> None:
     summary = build_summary(tasks, answer_types, teach_metrics, filter_metrics, eval_metrics, setup)
     summary["run"] = run_metadata(Path.cwd(), params.model_dump(mode="json"), devices)
     write_json(paths.SUMMARY, summary)
-    write_json(paths.HEADLINE, headline(summary))
+    headline_metrics = headline(summary)
+    write_json(paths.HEADLINE, headline_metrics)
 
     out = Path(paths.REPORT_DIR)
     shutil.rmtree(out, ignore_errors=True)  # no figure of a task that is no longer run
@@ -127,26 +130,10 @@ def main() -> None:
         if curves[t]:
             figures[f"curves/{t}"] = f"curves_{t}.png"
             plot_training_curves(t, curves[t], out / figures[f"curves/{t}"])
-    sweep_file = Path(paths.DIVERSITY_SWEEP)
-    recorded = read_json(sweep_file) if sweep_file.is_file() else {}
-    this_run = {t: m["ft_cot"]["accuracy"] for t, m in eval_metrics.items() if "ft_cot" in m}
-    sweep_note = None
-    if recorded.get("points"):
-        reason = stale_reason(recorded, params.model_dump(mode="json"), this_run, params.diversity)
-        if reason:
-            sweep_note = (
-                f"The recorded sweep (`{sweep_file}`, commit {recorded.get('commit', 'unknown')}) is left out: "
-                f"{reason}. `python scripts/diversity_sweep.py` recomputes it for this configuration."
-            )
-            log.warning("diversity sweep left out of the report: %s", reason)
-    points = [] if sweep_note else [p for p in recorded.get("points", []) if p["task"] in tasks]
-    if points:
-        figures["diversity"] = "diversity.png"
-        plot_diversity(points, out / figures["diversity"])
     sweeps = []
     for sweep_path in sorted(Path(paths.SWEEPS).glob("*.json")):
         record = read_json(sweep_path)
-        reason = sweep_stale_reason(record, params.model_dump(mode="json"))
+        reason = sweep_stale_reason(record, params.model_dump(mode="json"), headline_metrics)
         name = record.get("name", sweep_path.stem)
         if reason:
             regenerate = record.get("regenerate", "python scripts/sweep.py")
@@ -160,7 +147,7 @@ def main() -> None:
             plot_sweep(record, out / figures[f"sweep/{name}"])
         sweeps.append(record)
     write_json(out / "accuracy.json", {"rows": accuracy_rows(summary)})
-    markdown = render_markdown(summary, teacher_samples, student_samples, figures, points, sweep_note, sweeps)
+    markdown = render_markdown(summary, teacher_samples, student_samples, figures, sweeps)
     (out / "report.md").write_text(markdown)
     (out / "report.html").write_text(render_html(markdown, out))
     log.info("report: %s, %s", out / "report.md", out / "report.html")

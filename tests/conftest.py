@@ -12,3 +12,10 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FTCOT_CACHE_DIR", str(tmp_path / "ftcot-cache"))
     monkeypatch.setenv("FTCOT_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+
+
+@pytest.fixture(scope="session")
+def shared_tmp(tmp_path_factory):
+    """A folder all test processes of this run see (pytest-xdist's workers share its parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base

@@ -8,9 +8,8 @@ from ftcot.config import load_params
 from ftcot.evaluation.scoring import accuracy_interval, summarize_predictions
 from ftcot.provenance import run_metadata
 from ftcot.report.document import render_html, render_markdown
-from ftcot.report.figures import plot_accuracy, plot_diversity, plot_training_curves
+from ftcot.report.figures import plot_accuracy, plot_sweep, plot_training_curves
 from ftcot.report.summary import ReportError, accuracy_rows, build_summary, combine_seeds, headline
-from ftcot.report.sweep import diversity_points
 
 REPO = Path(__file__).resolve().parents[1]
 TEACH = {
@@ -84,16 +83,22 @@ def test_markdown_has_the_paper_table_rows_methods_columns_tasks():
             "wrong": [{"question": "Q3?", "generated": " R3 --> no", "prediction": "no", "answer": "yes"}],
         }
     }
-    points = [
-        {"task": "coin_flip", "diversity": 1, "accuracy": 0.4, "kept": 3, "experiment": "div1-abc"},
-        {"task": "coin_flip", "diversity": 2, "accuracy": 0.5, "kept": 6, "experiment": "div2-abc"},
-    ]
+    sweep = {
+        "name": "diversity",
+        "keys": ["diversity"],
+        "commit": "abc",
+        "regenerate": "python scripts/sweep.py --set diversity=1,2 --name diversity",
+        "points": [
+            {"task": "coin_flip", "method": "ft_cot", "values": {"diversity": d}, "accuracy": a, "experiment": e}
+            for d, a, e in ((1, 0.4, "diversity-1-abc"), (2, 0.5, "diversity-2-abc"))
+        ],
+    }
     md = render_markdown(
         summary(),
         teacher,
         student,
-        {"accuracy": "accuracy.png", "curves/coin_flip": "c.png", "diversity": "d.png"},
-        points,
+        {"accuracy": "accuracy.png", "curves/coin_flip": "c.png", "sweep/diversity": "d.png"},
+        [sweep],
     )
     lines = md.splitlines()
     head = lines.index("| Method | coin_flip |")
@@ -114,12 +119,13 @@ def test_markdown_has_the_paper_table_rows_methods_columns_tasks():
         "*kept by the filter, wrong answer* **Q:** Q4?" in md and "*kept by the filter, right answer* **Q:** Q1?" in md
     )
     assert "*dropped by the filter, wrong answer* **Q:** Q2?" in md and "> R2. → teacher: no, gold: yes" in md
-    assert "experiments div1-abc, div2-abc" in md
-    assert "*wrong* **Q:** Q3?" in md and "| coin_flip | 2 | 6 | 50.0 |" in md
+    assert "(`python scripts/sweep.py --set diversity=1,2 --name diversity`, commit abc)" in md
+    assert "*wrong* **Q:** Q3?" in md
+    assert "| coin_flip | Student: Fine-tune-CoT, diverse reasoning (D=4) | 2 | 50.0 |" in md
     for image in ("accuracy.png", "c.png", "d.png"):
         assert f"]({image})" in md
     no_sweep = render_markdown(summary(), {}, {}, {})
-    assert "No sweep recorded yet" in no_sweep
+    assert "No sweep recorded yet: `python scripts/sweep.py --set diversity=1,2,4,8`" in no_sweep
     assert "not a language model" not in md  # a real teacher (gpt-x): no caveat
     run = run_metadata(Path.cwd(), load_params(REPO / "params.yaml").model_dump(mode="json"), {"x": "cpu"})
     oracle = render_markdown({**summary(), "run": run}, {}, {}, {})
@@ -145,13 +151,14 @@ def test_figures_are_png_and_byte_identical_across_runs(tmp_path):
         ("vanilla", 0): {"train/loss": [(1, 1.0), (2, 0.5)]},
     }
     points = [
-        {"task": "coin_flip", "diversity": d, "accuracy": a, "accuracy_ci_low": a - 0.1, "accuracy_ci_high": a + 0.1}
+        {"task": "coin_flip", "method": "ft_cot", "values": {"diversity": d}, "accuracy": a}
+        | {"accuracy_ci_low": a - 0.1, "accuracy_ci_high": a + 0.1}
         for d, a in ((1, 0.4), (2, 0.5), (8, 0.7))
     ]
     draw = {
         "accuracy.png": lambda p: plot_accuracy(summary(), p),
         "curves.png": lambda p: plot_training_curves("coin_flip", curves, p),
-        "diversity.png": lambda p: plot_diversity(points, p),
+        "sweep_diversity.png": lambda p: plot_sweep({"name": "diversity", "keys": ["diversity"], "points": points}, p),
     }
     for name, fn in draw.items():
         fn(tmp_path / name)
@@ -170,49 +177,6 @@ def test_accuracy_rows_for_dvc_plots():
         "coin_flip / ft_cot",
     ]
     assert rows[-1]["accuracy"] == 0.6
-
-
-def exp_state(name, diversity, accuracy, error=None):
-    metrics = {
-        "metrics/headline.json": {
-            "data": {
-                "coin_flip": {
-                    "ft_cot": {"accuracy": accuracy, "accuracy_ci_low": 0.1, "accuracy_ci_high": 0.9},
-                    "teacher": {"kept": 10 * diversity, "kept_rate": 0.8},
-                }
-            }
-        }
-    }
-    return {
-        "rev": name + "rev",
-        "name": name,
-        "error": error,
-        "data": {"params": {"params.yaml": {"data": {"diversity": diversity}}}, "metrics": metrics},
-    }
-
-
-def test_diversity_points_from_dvc_exp_show_json():
-    shown = [
-        {"rev": "workspace", "name": None, "data": {"params": {}}, "experiments": None},
-        {
-            "rev": "abc",
-            "name": "main",
-            "data": {"params": {}},
-            "experiments": [
-                {"name": "div2-abc", "revs": [exp_state("div2-abc", 2, 0.5)]},
-                {"name": "div1-abc", "revs": [exp_state("div1-abc", 1, 0.4)]},
-            ],
-        },
-    ]
-    points = diversity_points(shown, {1: "div1-abc", 2: "div2-abc"}, ["coin_flip"])
-    assert [(p["diversity"], p["accuracy"], p["kept"]) for p in points] == [(1, 0.4, 10), (2, 0.5, 20)]
-    with pytest.raises(RuntimeError, match=r"div4-abc .*missing or failed"):
-        diversity_points(shown, {4: "div4-abc"}, ["coin_flip"])
-    with pytest.raises(RuntimeError, match="ran with diversity=2, expected 8"):
-        diversity_points(shown, {8: "div2-abc"}, ["coin_flip"])
-    shown[1]["experiments"][0]["revs"][0]["error"] = {"msg": "failed"}
-    with pytest.raises(RuntimeError, match="missing or failed"):
-        diversity_points(shown, {2: "div2-abc"}, ["coin_flip"])
 
 
 def seed_metrics(correct: list[bool]) -> tuple[dict, list[dict]]:

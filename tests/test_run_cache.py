@@ -10,9 +10,9 @@ import yaml
 from ftcot.testing.project import (
     differing,
     run,
+    shared_tiny_project,
     stages_restored,
     stages_run,
-    tiny_project,
     tracked_outputs,
 )
 
@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return tiny_project(tmp_path_factory.mktemp("project"))
+def project(tmp_path_factory, shared_tmp):
+    return shared_tiny_project(shared_tmp, tmp_path_factory.mktemp("project"))
 
 
 def read(root, rel: str) -> str:

@@ -28,7 +28,6 @@ from ftcot.report.sweep import (
     parse_grid,
     point_slug,
     set_args,
-    stale_reason,
     sweep_fingerprint,
     sweep_points,
     sweep_stale_reason,
@@ -44,71 +43,89 @@ def current() -> dict:
 
 
 def recorded(params: dict, accuracy: float = 0.6) -> dict:
+    """A diversity sweep (D = 1, 8) recorded with ``params``; its D=1 point's accuracy ``accuracy``."""
     points = [
-        {"task": "coin_flip", "diversity": d, "accuracy": a, "kept": 3 * d, "experiment": f"div{d}-abc1234"}
+        {"task": "coin_flip", "method": "ft_cot", "values": {"diversity": d}, "accuracy": a}
+        | {"experiment": f"diversity-{d}-abc1234"}
         for d, a in ((1, accuracy), (8, 0.9))
     ]
-    return {"commit": "abc1234", "params": sweep_fingerprint(params), "points": points}
+    return {
+        "name": "diversity",
+        "keys": ["diversity"],
+        "commit": "abc1234",
+        "regenerate": "python scripts/sweep.py --set diversity=1,8 --name diversity",
+        "params": sweep_fingerprint(params, ("diversity",)),
+        "points": points,
+    }
 
 
-def test_fingerprint_leaves_out_the_sweep_axis_the_report_and_operational_keys():
-    fingerprint = sweep_fingerprint(current())
+def headline(accuracy: float) -> dict:
+    return {"coin_flip": {"ft_cot": {"accuracy": accuracy}, "teacher": {"test_accuracy": 0.8}}}
+
+
+def test_fingerprint_leaves_out_the_sweep_axes_the_report_and_operational_keys():
+    fingerprint = sweep_fingerprint(current(), ("diversity",))
     assert "student.learning_rate" in fingerprint and "teacher.oracle.error_rate" in fingerprint
     assert not [k for k in fingerprint if k.startswith(("diversity", "report."))]
     assert "teacher.concurrency" not in fingerprint
+    assert "diversity" in sweep_fingerprint(current())  # an axis only where it is swept
     assert flatten({"a": {"b": 1, "c": []}, "d": {}}) == {"a.b": 1, "a.c": [], "d": {}}
 
 
 def test_a_sweep_of_this_configuration_is_shown():
-    params = current()
-    assert stale_reason(recorded(params), params, {"coin_flip": 0.6}, 1) is None
+    params = current()  # diversity 1
+    assert sweep_stale_reason(recorded(params), params, headline(0.6)) is None
     params_d8 = params | {"diversity": 8}  # the run at another point of the same sweep
-    assert stale_reason(recorded(params), params_d8, {"coin_flip": 0.9}, 8) is None
+    assert sweep_stale_reason(recorded(params), params_d8, headline(0.9)) is None
+    params_d4 = params | {"diversity": 4}  # between the points: nothing to compare with
+    assert sweep_stale_reason(recorded(params), params_d4, headline(0.1)) is None
 
 
 def test_a_sweep_of_other_parameters_is_left_out_with_the_keys_that_differ():
     params = current()
     other = json.loads(json.dumps(params))
     other["student"]["model"] = "smollm2-135m"
-    reason = stale_reason(recorded(other), params, {"coin_flip": 0.6}, 1)
+    reason = sweep_stale_reason(recorded(other), params, headline(0.6))
     assert reason == "it ran with other parameters: student.model ('smollm2-135m' there, 'tiny-llama' here)"
 
 
 def test_a_sweep_that_contradicts_the_headline_is_left_out():
     params = current()
-    reason = stale_reason(recorded(params, accuracy=0.5), params, {"coin_flip": 0.6}, 1)
-    assert reason.startswith("its D=1 point for coin_flip (50.0%) is not this run's Fine-tune-CoT accuracy (60.0%)")
+    reason = sweep_stale_reason(recorded(params, accuracy=0.5), params, headline(0.6))
+    assert reason == (
+        "its point at diversity=1 for coin_flip / ft_cot (50.0%) is not this run's accuracy (60.0%): "
+        "it was made by other code or data"
+    )
 
 
 def test_a_sweep_without_provenance_is_left_out():
-    reason = stale_reason({"points": recorded(current())["points"]}, current(), {"coin_flip": 0.6}, 1)
-    assert reason == "it does not record the parameters it ran with (an older format)"
+    reason = sweep_stale_reason({"points": recorded(current())["points"]}, current(), headline(0.6))
+    assert reason == "it does not record the parameters it ran with"
 
 
 def test_report_says_why_a_sweep_is_left_out():
     summary = {"teacher": "t", "student": "s", "diversity": 1, "tasks": {}}
-    md = render_markdown(summary, {}, {}, {}, [], sweep_note="The recorded sweep is left out: because.")
-    assert "The recorded sweep is left out: because." in md and "| Task | D |" not in md
+    left_out = {"name": "diversity", "note": "The recorded sweep is left out: because."}
+    md = render_markdown(summary, {}, {}, {}, [left_out])
+    assert "### diversity\n\nThe recorded sweep is left out: because." in md and "Swept:" not in md
 
 
 def test_collect_only_without_experiments_ends_in_a_message(tmp_path):
     # Outside a DVC project (and with no experiments), dvc fails: one line, exit 1, no traceback.
-    script = REPO / "scripts" / "diversity_sweep.py"
+    script = REPO / "scripts" / "sweep.py"
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
-    proc = subprocess.run(
-        [sys.executable, str(script), "--collect-only"], cwd=tmp_path, capture_output=True, text=True, env=env
-    )
+    cmd = [sys.executable, str(script), "--set", "diversity=1", "--collect-only"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env)
     assert proc.returncode == 1
     assert "error: run this in the project's git repository, with params.yaml committed" in proc.stderr
     assert "Traceback" not in proc.stderr
     subprocess.run(["git", "add", "params.yaml"], cwd=tmp_path, check=True)
     identity = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run(["git", *identity, "commit", "-qm", "p"], cwd=tmp_path, check=True)
-    proc = subprocess.run(
-        [sys.executable, str(script), "--collect-only"], cwd=tmp_path, capture_output=True, text=True, env=env
-    )
+    cmd = [sys.executable, str(script), "--set", "diversity=1", "--collect-only"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "error: `dvc exp show --json` failed" in proc.stderr  # not a DVC project: dvc says why above
 
@@ -211,7 +228,7 @@ def test_a_recorded_sweep_is_shown_only_beside_a_run_of_its_parameters():
     other["student"]["epochs"] = 1.0
     assert sweep_stale_reason(record, other).startswith("it ran with other parameters: student.epochs")
     summary = {"teacher": "t", "student": "s", "diversity": 1, "tasks": {}}
-    md = render_markdown(summary, {}, {}, {"sweep/keep": "sweep_keep.png"}, [], None, [record])
+    md = render_markdown(summary, {}, {}, {"sweep/keep": "sweep_keep.png"}, [record])
     assert "### keep" in md and "| coin_flip | Student: Fine-tune-CoT | all | 50.0 [40.0, 60.0] |" in md
     assert "![Sweep keep](sweep_keep.png)" in md
 
@@ -245,12 +262,11 @@ def test_jobs_below_one_is_refused_before_anything_is_queued(tmp_path):
             jobs_arg(bad)
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
-    for script, args in (("sweep.py", ["--set", "diversity=1,2"]), ("diversity_sweep.py", [])):
-        cmd = [sys.executable, str(REPO / "scripts" / script), *args, "--jobs", "0"]
-        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
-        # argparse's own exit: before params.yaml is read, so nothing is queued (DVC would wait for a worker forever).
-        assert proc.returncode == 2 and "argument --jobs: at least 1 experiment runs at once, got 0" in proc.stderr
-        assert "+ dvc" not in proc.stderr and "Traceback" not in proc.stderr
+    cmd = [sys.executable, str(REPO / "scripts/sweep.py"), "--set", "diversity=1,2", "--jobs", "0"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
+    # argparse's own exit: before params.yaml is read, so nothing is queued (DVC would wait for a worker forever).
+    assert proc.returncode == 2 and "argument --jobs: at least 1 experiment runs at once, got 0" in proc.stderr
+    assert "+ dvc" not in proc.stderr and "Traceback" not in proc.stderr
 
 
 # `dvc queue status` of DVC 3.67.1, as it prints it to a pipe (its Created column holds spaces; a name may be absent).

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from ftcot.answers import answer_type_of
 from ftcot.errors import FtcotError
 from ftcot.evaluation.generation import generate_greedy
-from ftcot.methods import PROMPTING_METHODS, get_method
+from ftcot.methods import FEW_SHOT_COT, PROMPTING_METHODS, ZERO_SHOT, ZERO_SHOT_COT, get_method
 from ftcot.teacher.prompts import answer_prompt, rationale_prompt
 
 # A base model carries on with the next made-up question: stop there.
@@ -98,4 +98,4 @@ def _zero_shot_cot(model, tokenizer, test, batch_size, max_new_tokens, exemplars
 
 # How each prompting method of ftcot.methods generates (tests/test_evaluate_stage.py holds the keys
 # to the table's prompting methods).
-PROMPTERS = {"zero_shot": _zero_shot, "zero_shot_cot": _zero_shot_cot, "few_shot_cot": _few_shot_cot}
+PROMPTERS = {ZERO_SHOT: _zero_shot, ZERO_SHOT_COT: _zero_shot_cot, FEW_SHOT_COT: _few_shot_cot}

@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ftcot.methods import get_method
+from ftcot.methods import FT_COT, get_method
 from ftcot.report.summary import METHOD_ORDER
 
 
@@ -64,7 +64,7 @@ def _cell(m: dict, parse_rate: bool = False) -> str:
 
 def method_label(method: str, summary: dict) -> str:
     label = get_method(method).name
-    if method == "ft_cot" and summary["diversity"] > 1:
+    if method == FT_COT and summary["diversity"] > 1:
         label += f", diverse reasoning (D={summary['diversity']})"
     return f"Student: {label}"
 
@@ -174,13 +174,11 @@ def render_markdown(
     teacher_samples: Mapping[str, Mapping[str, Sequence[dict]]],
     student_samples: Mapping[str, Mapping[str, Sequence[dict]]],
     figures: Mapping[str, str],
-    diversity_points: Sequence[dict] = (),
-    sweep_note: str | None = None,
     sweeps: Sequence[dict] = (),
 ) -> str:
     """``teacher_samples[task]['kept'|'dropped']``: judged teacher rationales;
     ``student_samples[task]['correct'|'wrong']``: Fine-tune-CoT predictions; ``figures``:
-    {'accuracy': file, 'curves/<task>': file, 'diversity': file, 'sweep/<name>': file};
+    {'accuracy': file, 'curves/<task>': file, 'sweep/<name>': file};
     ``sweeps``: the recorded sweeps of scripts/sweep.py, each with a ``note`` when left out."""
     lines = [
         "# Fine-tune-CoT report",
@@ -210,29 +208,12 @@ def render_markdown(
         "",
         *teacher_table(summary),
     ]
-    lines += ["", "## Accuracy and diversity", ""]
-    if diversity_points:
-        experiments = ", ".join(sorted({p["experiment"] for p in diversity_points}))
+    lines += ["", "## Sweeps", ""]
+    if not sweeps:
         lines += [
-            "Fine-tune-CoT test accuracy against the number of teacher rationales per train question "
-            f"(`scripts/diversity_sweep.py`; experiments {experiments}).",
-            "",
-            "| Task | D | Kept rationales | Fine-tune-CoT accuracy (95% interval) |",
-            "|---|---:|---:|---:|",
+            "No sweep recorded yet: `python scripts/sweep.py --set diversity=1,2,4,8` draws the paper's "
+            "accuracy against diversity here, and any other parameter the same way.",
         ]
-        for p in diversity_points:
-            cell = _pct(p["accuracy"])
-            if p.get("accuracy_ci_low") is not None:
-                cell += f" ({_pct(p['accuracy_ci_low'])}–{_pct(p['accuracy_ci_high'])})"
-            lines.append(f"| {p['task']} | {p['diversity']} | {p['kept']} | {cell} |")
-        if "diversity" in figures:
-            lines += ["", f"![Accuracy against diversity]({figures['diversity']})"]
-    elif sweep_note:
-        lines.append(sweep_note)
-    else:
-        lines.append("No sweep recorded yet: `python scripts/diversity_sweep.py` runs D = 1, 2, 4, 8.")
-    if sweeps:
-        lines += ["", "## Sweeps", ""]
     for sweep in sweeps:
         lines += [f"### {sweep['name']}", ""]
         if sweep.get("note"):

@@ -103,25 +103,9 @@ def interval_errors(points: Sequence[dict]) -> list[list[float]] | None:
     ]
 
 
-def plot_diversity(points: Sequence[dict], path: str | Path) -> None:
-    """Fine-tune-CoT accuracy against diversity D (log2 axis), a line per task, each point with its
-    95% interval when recorded."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for task in sorted({p["task"] for p in points}):
-        ps = sorted((p for p in points if p["task"] == task), key=lambda p: p["diversity"])
-        ys = [100 * p["accuracy"] for p in ps]
-        ax.errorbar([p["diversity"] for p in ps], ys, yerr=interval_errors(ps), fmt="o-", capsize=3, label=task)
-    ax.set_xscale("log", base=2)
-    ds = sorted({p["diversity"] for p in points})
-    ax.set_xticks(ds, [str(d) for d in ds])
-    ax.set_xlabel("rationales per train question (D)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=7)
-    ax.set_title("Fine-tune-CoT: diverse reasoning", fontsize=10)
-    fig.tight_layout()
-    _save(fig, path)
+# Swept keys drawn on a log2 axis, and axis labels longer than the key.
+LOG2_AXES = ("diversity",)
+AXIS_LABELS = {"diversity": "rationales per train question (diversity D)"}
 
 
 def plot_sweep(record: dict, path: str | Path) -> None:
@@ -144,7 +128,11 @@ def plot_sweep(record: dict, path: str | Path) -> None:
         ax.errorbar(xs, ys, yerr=interval_errors(ps), fmt="o-", capsize=3, label=label)
     if not numeric:
         ax.set_xticks(range(len(values)), values)
-    ax.set_xlabel(key)
+    elif key in LOG2_AXES and all(v > 0 for v in (p["values"][key] for p in record["points"])):
+        ax.set_xscale("log", base=2)  # D = 1, 2, 4, 8 evenly spaced, as in the paper's figure
+        ticks = sorted({p["values"][key] for p in record["points"]})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set_xlabel(AXIS_LABELS.get(key, key))
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=6)

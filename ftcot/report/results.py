@@ -18,16 +18,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ftcot.evaluation.scoring import accuracy_interval
+from ftcot.methods import FEW_SHOT_COT, FT_COT, VANILLA, ZERO_SHOT, ZERO_SHOT_COT
 
 # The paper's rows, in its order; prompting rows appear when the run had them.
 ROWS = (
     ("random", "Random"),
     ("teacher", "Teacher (zero-shot-CoT)"),
-    ("zero_shot", "Student, zero-shot"),
-    ("zero_shot_cot", "Student, zero-shot-CoT"),
-    ("few_shot_cot", "Student, few-shot-CoT"),
-    ("vanilla", "Vanilla fine-tuning"),
-    ("ft_cot", "Fine-tune-CoT"),
+    (ZERO_SHOT, "Student, zero-shot"),
+    (ZERO_SHOT_COT, "Student, zero-shot-CoT"),
+    (FEW_SHOT_COT, "Student, few-shot-CoT"),
+    (VANILLA, "Vanilla fine-tuning"),
+    (FT_COT, "Fine-tune-CoT"),
 )
 TASK_NAMES = {
     "single_eq": "SingleEq",
@@ -81,7 +82,7 @@ def cell(task: Mapping, row: str) -> str:
     if entry is None:
         return ""
     if row == "teacher":
-        n = task.get("ft_cot", task.get("vanilla", {})).get("n")
+        n = task.get(FT_COT, task.get(VANILLA, {})).get("n")
         accuracy = entry.get("test_accuracy")
         if accuracy is None:
             return "—"

@@ -1,6 +1,6 @@
-"""Sweeps as DVC experiments, read back for the report: the accuracy-vs-diversity curve
-(``scripts/diversity_sweep.py`` -> ``metrics/diversity.json``) and any parameter grid
-(``scripts/sweep.py --set key=a,b`` -> ``metrics/sweeps/<name>.json``).
+"""Sweeps as DVC experiments, read back for the report: any parameter grid
+(``scripts/sweep.py --set key=a,b`` -> ``metrics/sweeps/<name>.json``), the paper's
+accuracy-against-diversity curve among them (``--set diversity=1,2,4,8``).
 
 Each point is one experiment: the swept values, everything else as in the baseline commit. The
 points are read back from ``dvc exp show --json``, so a curve is exactly what ``dvc exp show``
@@ -56,41 +56,8 @@ def _file_data(files: dict | None, path: str) -> dict:
     return ((files or {}).get(path) or {}).get("data") or {}
 
 
-def diversity_points(exp_show: list, names: dict[int, str], tasks: Sequence[str]) -> list[dict]:
-    """``[{task, diversity, accuracy, kept, experiment}]`` for the experiments named in ``names``
-    (``{D: experiment name}``), sorted by task then D. Raises if one is missing or failed."""
-    by_name = _by_name(exp_show)
-    points = []
-    for diversity, name in sorted(names.items()):
-        state = by_name.get(name)
-        if state is None or state.get("error"):
-            raise RuntimeError(f"experiment {name} (diversity={diversity}) is missing or failed: see `dvc exp show`")
-        data = state["data"]
-        got = _file_data(data["params"], "params.yaml").get("diversity")
-        if got != diversity:
-            raise RuntimeError(f"experiment {name} ran with diversity={got}, expected {diversity}")
-        metrics = _file_data(data.get("metrics"), HEADLINE)
-        for task in tasks:
-            evaluation = metrics.get(task, {}).get("ft_cot", {})
-            teacher = metrics.get(task, {}).get("teacher", {})
-            if "accuracy" not in evaluation:
-                raise RuntimeError(f"experiment {name} has no Fine-tune-CoT accuracy for {task}")
-            points.append(
-                {
-                    "task": task,
-                    "diversity": diversity,
-                    "accuracy": evaluation["accuracy"],
-                    "accuracy_ci_low": evaluation.get("accuracy_ci_low"),
-                    "accuracy_ci_high": evaluation.get("accuracy_ci_high"),
-                    "kept": teacher.get("kept"),
-                    "experiment": name,
-                }
-            )
-    return sorted(points, key=lambda p: (p["task"], p["diversity"]))
-
-
-# Sections that do not change a sweep point: diversity is the sweep's own axis, report only draws.
-NOT_IN_FINGERPRINT = ("diversity", "report")
+# A section that never changes a sweep point: the report only draws.
+NOT_IN_FINGERPRINT = ("report",)
 
 
 def flatten(obj: object, prefix: str = "") -> dict[str, object]:
@@ -103,39 +70,15 @@ def flatten(obj: object, prefix: str = "") -> dict[str, object]:
     return {prefix.rstrip("."): obj}
 
 
-def sweep_fingerprint(params_dump: dict, left_out: Sequence[str] = NOT_IN_FINGERPRINT) -> dict[str, object]:
+def sweep_fingerprint(params_dump: dict, left_out: Sequence[str] = ()) -> dict[str, object]:
     """The parameters a sweep point depends on, flattened (``params.model_dump(mode="json")`` in),
-    without the sections ``left_out`` (the sweep's own axis; ``report``, which only draws)."""
-    left_out = (*left_out, "report")
+    without the keys or sections ``left_out`` (the sweep's own axes) and ``report``, which only draws."""
+    left_out = (*left_out, *NOT_IN_FINGERPRINT)
     return {
         k: v
         for k, v in flatten(params_dump).items()
         if k.split(".")[0] not in left_out and k not in left_out and k not in OPERATIONAL_KEYS
     }
-
-
-def stale_reason(recorded: dict, params_dump: dict, headline: dict[str, float], diversity: int) -> str | None:
-    """Why a recorded sweep (``metrics/diversity.json``) does not describe this run, or None.
-
-    ``headline``: this run's Fine-tune-CoT accuracy per task. A sweep recorded with other
-    parameters is someone else's curve; one whose point at this run's D disagrees with this run's
-    accuracy was made by other code or data. Either would contradict the table above it.
-    """
-    if "params" not in recorded:
-        return "it does not record the parameters it ran with (an older format)"
-    ours, theirs = sweep_fingerprint(params_dump), recorded["params"]
-    changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
-    if changed:
-        shown = ", ".join(f"{k} ({theirs.get(k)!r} there, {ours.get(k)!r} here)" for k in changed[:4])
-        return f"it ran with other parameters: {shown}" + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
-    for point in recorded.get("points", []):
-        task = point["task"]
-        if point["diversity"] == diversity and task in headline and point["accuracy"] != headline[task]:
-            return (
-                f"its D={diversity} point for {task} ({100 * point['accuracy']:.1f}%) is not this run's "
-                f"Fine-tune-CoT accuracy ({100 * headline[task]:.1f}%): it was made by other code or data"
-            )
-    return None
 
 
 # ---- any parameter grid (scripts/sweep.py) ------------------------------------------------------
@@ -261,9 +204,14 @@ def sweep_points(exp_show: list, names: dict[str, dict], tasks: Sequence[str]) -
     return points
 
 
-def sweep_stale_reason(recorded: dict, params_dump: dict) -> str | None:
-    """Why a recorded sweep (``metrics/sweeps/<name>.json``) was made with other parameters than
-    this run's (all but its swept keys and ``report``), or None."""
+def sweep_stale_reason(recorded: dict, params_dump: dict, headline: dict | None = None) -> str | None:
+    """Why a recorded sweep (``metrics/sweeps/<name>.json``) does not describe this run, or None.
+
+    A sweep made with other parameters than this run's (all but its swept keys and ``report``) is
+    someone else's curve. With ``headline`` (this run's metrics/headline.json): a point at this
+    run's own values whose accuracy differs from this run's was made by other code or data. Either
+    would contradict the table above it.
+    """
     if "params" not in recorded or "keys" not in recorded:
         return "it does not record the parameters it ran with"
     ours = {k: v for k, v in sweep_fingerprint(params_dump, ()).items() if k not in recorded["keys"]}
@@ -272,4 +220,15 @@ def sweep_stale_reason(recorded: dict, params_dump: dict) -> str | None:
     if changed:
         shown = ", ".join(f"{k} ({theirs.get(k)!r} there, {ours.get(k)!r} here)" for k in changed[:4])
         return f"it ran with other parameters: {shown}" + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+    for point in recorded.get("points", []) if headline else ():
+        if any(_dotted(params_dump, k) != v for k, v in point["values"].items()):
+            continue  # another point of the sweep than this run
+        ours_m = headline.get(point["task"], {}).get(point["method"], {})
+        accuracy = ours_m.get("accuracy", ours_m.get("test_accuracy"))
+        if accuracy is not None and accuracy != point["accuracy"]:
+            at = ", ".join(f"{k}={v!r}" for k, v in point["values"].items())
+            return (
+                f"its point at {at} for {point['task']} / {point['method']} ({100 * point['accuracy']:.1f}%) "
+                f"is not this run's accuracy ({100 * accuracy:.1f}%): it was made by other code or data"
+            )
     return None

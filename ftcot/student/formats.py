@@ -9,7 +9,7 @@ Bump ``FORMAT_VERSION`` on any change.
 
 from __future__ import annotations
 
-from ftcot.methods import FINETUNE_METHODS
+from ftcot.methods import FINETUNE_METHODS, FT_COT, VANILLA
 
 FORMAT_VERSION = 1
 PROMPT_SEPARATOR = " ###"
@@ -25,11 +25,11 @@ def student_target(variant: str, answer: str, rationale: str | None = None, enco
     """The completion the student learns (without EOS, which the tokenizer side appends).
     A decoder's target starts with a space (it continues the prompt); a decoder of an
     encoder-decoder model starts afresh."""
-    if variant == "ft_cot":
+    if variant == FT_COT:
         if not rationale:
             raise ValueError("a Fine-tune-CoT example needs a rationale")
         target = f"{rationale.strip()}{ANSWER_SEPARATOR}{answer.strip()}"
-    elif variant == "vanilla":
+    elif variant == VANILLA:
         target = answer.strip()
     else:
         raise ValueError(f"unknown variant {variant!r}; known: {list(FINETUNE_METHODS)}")
@@ -42,7 +42,7 @@ def answer_end(variant: str, text: str) -> int | None:
     has not. Decoding stops there instead of at ``max_new_tokens`` when a student does not emit
     EOS: the answer is read from that line either way (:func:`ftcot.answers.extract_answer`)."""
     start = 0
-    if variant == "ft_cot":
+    if variant == FT_COT:
         marker = ANSWER_SEPARATOR.strip()
         if marker not in text:
             return None

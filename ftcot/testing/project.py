@@ -29,7 +29,7 @@ UNCOMPARED_SUFFIXES = (".run.json",)
 
 def copy_project(root: Path, params_text: str | None = None) -> Path:
     """Copies the pipeline into ``root`` (a git repository with one commit), with ``params_text``
-    as its params.yaml, and an empty diversity sweep."""
+    as its params.yaml, and no sweep yet."""
     for name in COPIED:
         src, dst = REPO / name, root / name
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -40,10 +40,9 @@ def copy_project(root: Path, params_text: str | None = None) -> Path:
     if params_text is not None:
         (root / "params.yaml").write_text(params_text)
     (root / "metrics").mkdir(exist_ok=True)
-    (root / "metrics/diversity.json").write_text('{"points": []}\n')  # no sweep yet
     (root / "metrics/sweeps").mkdir(exist_ok=True)
     (root / "metrics/sweeps/README.md").write_text("Sweeps of scripts/sweep.py.\n")
-    (root / ".gitignore").write_text(".teacher-cache-*\n__pycache__/\n")
+    (root / ".gitignore").write_text(".teacher-cache-*\n__pycache__/\ndvc_plots/\n")
     env = project_env(root)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "project"]):
         run(cmd, root, env)
@@ -149,3 +148,26 @@ def tiny_project(root: Path) -> tuple[Path, dict, subprocess.CompletedProcess]:
     root = copy_project(root, yaml.safe_dump(tiny_params(), sort_keys=False))
     env = project_env(root)
     return root, env, run(["dvc", "repro"], root, env)
+
+
+def shared_tiny_project(shared: Path, dest: Path) -> tuple[Path, dict, subprocess.CompletedProcess]:
+    """:func:`tiny_project`, built once in ``shared`` (a folder every test process sees) and copied
+    to ``dest``: the test modules that each need a built project of their own pay for one
+    `dvc repro` between them, not one each. (dest, its environment, the first run)."""
+    import fcntl
+    import json
+
+    shared.mkdir(parents=True, exist_ok=True)
+    built, first_run = shared / "tiny-project", shared / "tiny-project.first-run.json"
+    with open(shared / "tiny-project.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first process builds it; the others wait, then copy
+        if not first_run.is_file():
+            shutil.rmtree(built, ignore_errors=True)
+            built.mkdir()
+            _, _, first = tiny_project(built)
+            fields = ("args", "returncode", "stdout", "stderr")
+            first_run.write_text(json.dumps({name: getattr(first, name) for name in fields}))
+    # Not DVC's own temporary files (its locks and state): the copy is another project.
+    skip_dvc_tmp = lambda folder, names: ["tmp"] if Path(folder) == built / ".dvc" else []  # noqa: E731
+    shutil.copytree(built, dest, symlinks=True, ignore=skip_dvc_tmp, dirs_exist_ok=True)
+    return dest, project_env(dest), subprocess.CompletedProcess(**json.loads(first_run.read_text()))
