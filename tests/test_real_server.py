@@ -30,9 +30,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def smollm2_server(tmp_path_factory):
+def smollm2_server(tmp_path_factory, converted_models):
     root = tmp_path_factory.mktemp("smollm2")
-    model_dir = smollm2_folder("smollm2-135m", root / "cache")
+    model_dir = smollm2_folder("smollm2-135m", converted_models.parent)
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf"), "OMP_NUM_THREADS": "2"}
     cli = Path(sys.executable).parent / "transformers"

