@@ -21,7 +21,8 @@ compares it across commits) and results/<name>/summary.json gather the finished 
 
 `table` prints the paper's table for the run (from summary.json and results/paper.json, the
 paper's own numbers); --write-docs puts it between the run's markers in docs/paper-results.md, the
-page that shows it (--write-readme, its earlier name, does the same).
+page that shows it, and its short form (a row per task) between the README's markers for the run
+(--write-readme, its earlier name, does the same).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from ftcot.config import parse_params
 from ftcot.errors import FtcotError
 from ftcot.io import load_yaml, read_json, read_text, write_json
 from ftcot.numerics import numerics_mode
-from ftcot.report.results import gather, splice, table
+from ftcot.report.results import README_BEGIN, README_END, gather, readme_table, splice, table
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".results"
@@ -215,8 +216,10 @@ def _cpuinfo() -> str:
         return ""
 
 
-# The page that shows the named runs' tables, between their markers.
+# The page that shows the named runs' tables, between their markers; the README shows their short
+# form where it has the run's summary markers.
 RESULTS_PAGE = REPO / "docs" / "paper-results.md"
+README = REPO / "README.md"
 
 
 def show_table(name: str, write_docs: bool) -> None:
@@ -226,6 +229,11 @@ def show_table(name: str, write_docs: bool) -> None:
     if write_docs:
         RESULTS_PAGE.write_text(splice(RESULTS_PAGE.read_text(), name, block))
         print(f"{RESULTS_PAGE.relative_to(REPO)}: the table of {name} rewritten", file=sys.stderr)
+        readme = README.read_text()
+        if README_BEGIN.format(name=name) in readme:
+            short = readme_table(summary, paper["rows"])
+            README.write_text(splice(readme, name, short, (README_BEGIN, README_END)))
+            print(f"{README.relative_to(REPO)}: the short table of {name} rewritten", file=sys.stderr)
     else:
         print(block)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ftcot.evaluation.scoring import accuracy_interval
-from ftcot.report.results import BEGIN, END, cell, gather, splice, table
+from ftcot.report.results import BEGIN, END, README_BEGIN, README_END, cell, gather, readme_table, splice, table
 
 REPO = Path(__file__).resolve().parents[1]
 NAMED = sorted(p.parent.name for p in (REPO / "results").glob("*/params.yaml"))
@@ -42,6 +42,22 @@ def test_the_results_page_shows_the_table_of_each_finished_run(name):
     paper = json.loads((REPO / "results/paper.json").read_text())["rows"]
     expected = table(json.loads(summary_file.read_text()), paper)
     assert splice(page, name, expected) == page
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_the_readme_shows_the_short_table_of_each_finished_run(name):
+    summary_file = REPO / "results" / name / "summary.json"
+    readme = (REPO / "README.md").read_text()
+    assert _script().README == REPO / "README.md"  # where `table --write-docs` writes the short form
+    if not summary_file.exists():
+        assert README_BEGIN.format(name=name) not in readme
+        return
+    summary = json.loads(summary_file.read_text())
+    expected = readme_table(summary, json.loads((REPO / "results/paper.json").read_text())["rows"])
+    assert splice(readme, name, expected, (README_BEGIN, README_END)) == readme
+    assert len(expected.splitlines()) == 2 + len(summary["tasks"])  # a row per task
+    coin = next(line for line in expected.splitlines() if line.startswith("| Coin Flip |"))
+    assert coin.endswith("| 60.0 / 77.3 |")  # the paper's GPT-2 124M beside it
 
 
 def test_the_table_carries_accuracy_intervals_parse_rates_and_kept_rationales():
