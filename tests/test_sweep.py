@@ -416,6 +416,10 @@ class Terminal:
         def controlling_terminal() -> None:  # a new session, whose controlling terminal is this one
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            # As a shell starts a job: Ctrl-C's signal neither ignored nor blocked, whatever the test process
+            # (a pytest-xdist worker, after other tests' libraries) holds; both are inherited across exec.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
         self.proc = subprocess.Popen(
             cmd, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave, preexec_fn=controlling_terminal
@@ -437,6 +441,17 @@ class Terminal:
 
     def ctrl_c(self) -> None:
         os.write(self.master, b"\x03")
+
+    def signal_state(self) -> str:
+        """The job's ignored and blocked signals and the terminal's foreground group, for a failure message."""
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
+            lines = [line for line in status if line.startswith(("SigIgn", "SigBlk"))]
+            lines.append(f"foreground group {os.tcgetpgrp(self.master)}, job's group {os.getpgid(self.proc.pid)}")
+            lines.append(f"terminal lflag ISIG {bool(termios.tcgetattr(self.master)[3] & termios.ISIG)}")
+            return "; ".join(lines)
+        except OSError as err:
+            return f"not readable: {err}"
 
     def text(self) -> str:
         return b"".join(self._chunks).decode(errors="replace").replace("\r\n", "\n")
@@ -496,15 +511,17 @@ def test_ctrl_c_stops_the_sweeps_experiments_and_says_so_in_one_line(tmp_path):
             assert term.proc.poll() is None, term.text()
             working = processes_in(root)  # what must be gone afterwards is seen here: the worker and the stage
             assert any("queue-worker" in p for p in working) and any("stages/teach.py" in p for p in working), working
+            before = term.signal_state()
             term.ctrl_c()
             # Stopping takes a few dvc commands, each a second or more (many more on a loaded machine), and
             # gives a task that will not stop up to a minute: wait well beyond, and show where it was if not.
             try:
                 term.proc.wait(timeout=300)
             except subprocess.TimeoutExpired:
-                raise AssertionError(f"the sweep did not stop within 300 s of Ctrl-C:\n{term.text()[-4000:]}") from None
+                stuck = f"the sweep did not stop within 300 s of Ctrl-C ({before}):\n{term.text()[-4000:]}"
+                raise AssertionError(stuck) from None
             output = term.text()
-            assert term.proc.returncode == 130, output
+            assert term.proc.returncode == 130, f"{before}\n{output[-4000:]}"
             assert "Traceback" not in output and "in the background" not in output  # dvc's follower says nothing
             assert output.strip().splitlines()[-1] == (
                 f"interrupted: 0 of 2 points finished; stopped 1 running ({names[0]}); removed 1 queued; "
