@@ -48,3 +48,12 @@ def smollm2_cache(converted_models):
         return cache_dir
 
     return link
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, shared_tmp):
+    """The end-to-end modules' project (tests/test_pipeline*.py, tests/test_run_cache.py): a copy of
+    their own of the tiny project, built once per test run."""
+    from ftcot.testing.project import shared_tiny_project
+
+    return shared_tiny_project(shared_tmp, tmp_path_factory.mktemp("project"))

@@ -13,7 +13,6 @@ from ftcot.testing.project import (
     differing,
     project_env,
     run,
-    shared_tiny_project,
     stages_run,
     tiny_params,
     tracked_outputs,
@@ -22,11 +21,6 @@ from ftcot.testing.project import (
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, shared_tmp):
-    return shared_tiny_project(shared_tmp, tmp_path_factory.mktemp("project"))
 
 
 def read(root: Path, rel: str) -> str:

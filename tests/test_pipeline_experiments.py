@@ -8,14 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftcot.testing.project import run, shared_tiny_project, stages_restored, stages_run
+from ftcot.testing.project import run, stages_restored, stages_run
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, shared_tmp):
-    return shared_tiny_project(shared_tmp, tmp_path_factory.mktemp("project"))
 
 
 def read(root: Path, rel: str) -> str:

@@ -10,18 +10,12 @@ import yaml
 from ftcot.testing.project import (
     differing,
     run,
-    shared_tiny_project,
     stages_restored,
     stages_run,
     tracked_outputs,
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, shared_tmp):
-    return shared_tiny_project(shared_tmp, tmp_path_factory.mktemp("project"))
 
 
 def read(root, rel: str) -> str:
