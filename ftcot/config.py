@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ftcot.data.tasks import DEFAULT_TASK_DIR, TASKS, Task, check_local_paths, load_tasks
 from ftcot.errors import FtcotError
+from ftcot.evaluation.memory import DEFAULT_MEMORY_FRACTION, Batching
 from ftcot.io import DataError, load_yaml, read_text
 from ftcot.methods import FINETUNE_METHODS, PROMPTING_METHODS
 from ftcot.redaction import has_credentials, url_without_credentials
@@ -353,13 +354,34 @@ class StudentParams(Section):
 class EvaluateParams(Section):
     """``evaluate``: decoding and scoring of the test set (stages ``evaluate`` and ``prompt``)."""
 
-    batch_size: int = Field(64, ge=1, description="Sequences decoded at once.")
+    batch_size: int | Literal["auto"] = Field(
+        64,
+        description="Sequences decoded at once, fewer where the device's free memory would not hold them; "
+        "'auto': as many as memory holds.",
+    )
+    memory_fraction: float = Field(
+        DEFAULT_MEMORY_FRACTION,
+        gt=0.0,
+        le=1.0,
+        description="Share of the device's free memory (CUDA, or the RAM available) that a batch may take.",
+    )
     max_new_tokens: int = Field(128, ge=1, description="Generation limit per completion.")
     samples: int = Field(
         0, ge=0, description="Self-consistency: completions sampled per question for a majority vote; 0: off."
     )
     temperature: float = Field(0.7, gt=0.0, le=2.0, description="Sampling temperature of those completions.")
     few_shot_k: int = Field(4, ge=1, description="Worked examples in a few-shot-CoT prompt.")
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, size: int | str) -> int | str:
+        if isinstance(size, int) and size < 1:
+            raise ValueError("must be at least 1, or 'auto'")
+        return size
+
+    @property
+    def batching(self) -> Batching:
+        return Batching(self.batch_size, self.memory_fraction)
 
     @field_validator("samples")
     @classmethod

@@ -54,7 +54,7 @@ def main() -> None:
     precision = student_precision(params.student.model, params.student.precision)
     with autocast(precision):
         generations = generate_greedy(
-            model, tokenizer, prompts, evaluate.batch_size, evaluate.max_new_tokens, ends=ends
+            model, tokenizer, prompts, evaluate.batching, evaluate.max_new_tokens, ends=ends
         )
         samples = None
         if evaluate.samples:
@@ -62,7 +62,7 @@ def main() -> None:
                 model,
                 tokenizer,
                 prompts,
-                evaluate.batch_size,
+                evaluate.batching,
                 evaluate.max_new_tokens,
                 num_samples=evaluate.samples,
                 temperature=evaluate.temperature,

@@ -52,7 +52,7 @@ def main() -> None:
             model,
             tokenizer,
             test,
-            params.evaluate.batch_size,
+            params.evaluate.batching,
             params.evaluate.max_new_tokens,
             exemplars,
         )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from ftcot.errors import FtcotError
+from ftcot.evaluation.memory import AUTO, Batching, as_batching, batches_for, keeps_last_logits
 from ftcot.student.models import is_encoder_decoder
+
+log = logging.getLogger("ftcot")
 
 
 class GenerationError(FtcotError, ValueError):
@@ -20,7 +24,7 @@ def generate_greedy(
     model,
     tokenizer,
     prompts: Sequence[str],
-    batch_size: int,
+    batching: Batching | int | str,
     max_new_tokens: int,
     desc: str = "generate",
     stop: Sequence[str] = (),
@@ -33,6 +37,8 @@ def generate_greedy(
     cache and stopped at EOS. Returns, per prompt, the
     completion ``text`` (special tokens removed), its token count and whether it hit
     ``max_new_tokens`` (or the end of the model's context) without EOS (``truncated``).
+    ``batching``: sequences per batch (an int, ``"auto"`` or a :class:`Batching`), made smaller
+    where the device's free memory would not hold them (:mod:`ftcot.evaluation.memory`).
     A completion also ends at the first of the ``stop`` strings (cut off, not included): a
     few-shot prompt's next "Q:"; and where ``ends(text)`` gives the length of a complete answer
     (e.g. a student's answer line: :func:`ftcot.student.formats.answer_end`), cut there.
@@ -41,8 +47,8 @@ def generate_greedy(
     the sum of its completions' lengths, not its longest times its size.
     """
     if not is_encoder_decoder(model):
-        return decode_greedy(model, tokenizer, prompts, batch_size, max_new_tokens, desc, stop, ends)
-    groups = _generate_padded_left(model, tokenizer, prompts, batch_size, max_new_tokens, desc, stop=stop)
+        return decode_greedy(model, tokenizer, prompts, batching, max_new_tokens, desc, stop, ends)
+    groups = _generate_padded_left(model, tokenizer, prompts, batching, max_new_tokens, desc, stop=stop)
     return [_ended(group[0], ends, tokenizer) for group in groups]
 
 
@@ -73,7 +79,7 @@ def decode_greedy(
     model,
     tokenizer,
     prompts: Sequence[str],
-    batch_size: int,
+    batching: Batching | int | str,
     max_new_tokens: int,
     desc: str = "generate",
     stop: Sequence[str] = (),
@@ -93,8 +99,12 @@ def decode_greedy(
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     context = getattr(model.config, "max_position_embeddings", None)
     check_text = bool(stop) or ends is not None
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
-        idx = order[start : start + batch_size]
+    # The prompt's pass computes the last position's logits only, where the model can: the others
+    # would be a row of the vocabulary per prompt token, the largest tensor of the pass.
+    last_logits = {"logits_to_keep": 1} if keeps_last_logits(model) else {}
+    plan = _plan(model, [len(encoded[i]) for i in order], batching, max_new_tokens, 1, desc)
+    for batch in tqdm(plan, desc=desc, unit="batch"):
+        idx = order[batch.start : batch.stop]
         width = max(len(encoded[i]) for i in idx)
         budget = max_new_tokens if context is None else min(max_new_tokens, context - width)
         if budget < 1:
@@ -106,7 +116,7 @@ def decode_greedy(
             mask[row, width - len(encoded[i]) :] = 1
         input_ids, mask = input_ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **last_logits)
         cache, logits = out.past_key_values, out.logits[:, -1]
         active = list(idx)
         tokens: dict[int, list[int]] = {i: [] for i in idx}
@@ -149,6 +159,25 @@ def decode_greedy(
     return results
 
 
+def _plan(model, lengths, batching, max_new_tokens, per_prompt, desc) -> list[range]:
+    """The batches over the sorted prompts (:func:`ftcot.evaluation.memory.batches_for`), said in
+    the log where memory made them smaller than asked."""
+    batching = as_batching(batching)
+    plan = batches_for(model, lengths, batching, max_new_tokens, per_prompt)
+    largest = max((len(b) for b in plan), default=0)
+    if batching.size == AUTO:
+        log.info("%s: batches of up to %d prompts, as memory allows", desc, largest)
+    elif any(len(b) < max(1, batching.size // per_prompt) for b in plan[:-1]):
+        log.warning(
+            "%s: free memory holds batches of %d prompts, fewer than evaluate.batch_size %d asks "
+            "(predictions can differ in the last bits from a run with full batches)",
+            desc,
+            largest,
+            batching.size,
+        )
+    return plan
+
+
 def _result(tokenizer, tokens: list[int], stop: Sequence[str], ends, stopped: bool) -> dict:
     text = tokenizer.decode(tokens, skip_special_tokens=True)
     cut = _stop_at(text, stop, ends)
@@ -163,7 +192,7 @@ def generate_samples(
     model,
     tokenizer,
     prompts: Sequence[str],
-    batch_size: int,
+    batching: Batching | int | str,
     max_new_tokens: int,
     num_samples: int,
     temperature: float,
@@ -182,18 +211,17 @@ def generate_samples(
         "top_p": 1.0,
         "num_return_sequences": num_samples,
     }
-    batch = max(1, batch_size // num_samples)  # batch_size counts sequences
-    groups = _generate_padded_left(model, tokenizer, prompts, batch, max_new_tokens, desc, **sampling)
+    groups = _generate_padded_left(model, tokenizer, prompts, batching, max_new_tokens, desc, **sampling)
     return [[_ended(sample, ends, tokenizer) for sample in group] for group in groups]
 
 
 def _generate_padded_left(
-    model, tokenizer, prompts, batch_size, max_new_tokens, desc, stop=(), **sampling
+    model, tokenizer, prompts, batching, max_new_tokens, desc, stop=(), **sampling
 ) -> list[list[dict]]:
     original_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
-        return _generate(model, tokenizer, prompts, batch_size, max_new_tokens, desc, stop, **sampling)
+        return _generate(model, tokenizer, prompts, batching, max_new_tokens, desc, stop, **sampling)
     finally:
         # The tokenizer may be a training collator's too (validation during training), which
         # must keep padding on the right.
@@ -204,7 +232,7 @@ def _generate(
     model,
     tokenizer,
     prompts: Sequence[str],
-    batch_size: int,
+    batching: Batching | int | str,
     max_new_tokens: int,
     desc: str,
     stop: Sequence[str] = (),
@@ -225,8 +253,10 @@ def _generate(
     encoder_decoder = is_encoder_decoder(model)
     # A decoder's prompt and completion share its context; None: no fixed limit.
     context = None if encoder_decoder else getattr(model.config, "max_position_embeddings", None)
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
-        idx = order[start : start + batch_size]
+    # batching counts sequences: a prompt's samples are num_return_sequences of them.
+    plan = _plan(model, [len(encoded[i]) for i in order], batching, max_new_tokens, per_prompt, desc)
+    for batch_range in tqdm(plan, desc=desc, unit="batch"):
+        idx = order[batch_range.start : batch_range.stop]
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(device)
         prompt_len = batch["input_ids"].shape[1]
         budget = max_new_tokens if context is None else min(max_new_tokens, context - prompt_len)
