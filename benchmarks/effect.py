@@ -50,9 +50,9 @@ from ftcot.student.finetune_sets import build_finetune_sets  # noqa: E402
 from ftcot.student.formats import student_prompt  # noqa: E402
 from ftcot.student.models import is_encoder_decoder, load_model  # noqa: E402
 from ftcot.student.training import finetune  # noqa: E402
+from ftcot.teacher.backends import build_teacher  # noqa: E402
 from ftcot.teacher.cache import CompletionCache  # noqa: E402
 from ftcot.teacher.filtering import filter_rationales  # noqa: E402
-from ftcot.teacher.oracle import OracleTeacher  # noqa: E402
 from ftcot.teacher.teaching import teach  # noqa: E402
 
 
@@ -71,12 +71,12 @@ def with_overrides(params: Params, overrides: dict[str, object]) -> Params:
 
 
 def prepare_splits(params: Params, task: str) -> dict[str, list[dict]]:
-    """Stages fetch, teach (oracle), filter and split for one task."""
+    """Stages fetch, teach, filter and split for one task."""
     records, _ = fetch_task(task, params.data, params.seed, cache_folder(DOWNLOADS))
     train = [r for r in records if r["split"] == "train"]
     t = params.teacher
-    teacher = OracleTeacher(model=t.model, error_rate=t.oracle.error_rate, seed=params.seed)
     cache = CompletionCache(cache_folder(TEACHER_ANSWERS))
+    teacher = build_teacher(params, task, records, cache)
     rationales, _ = teach(train, teacher, cache, params.diversity, t.temperature, t.max_tokens)
     kept, _ = filter_rationales(rationales)
     return build_finetune_sets(records, kept, params.split.val_fraction, params.seed)

@@ -24,10 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ftcot.data.tasks import DEFAULT_TASK_DIR, TASKS, Task, check_local_paths, load_tasks
 from ftcot.errors import FtcotError
-from ftcot.evaluation.memory import DEFAULT_MEMORY_FRACTION, Batching
 from ftcot.io import DataError, load_yaml, read_text
 from ftcot.methods import FINETUNE_METHODS, PROMPTING_METHODS
 from ftcot.redaction import has_credentials, url_without_credentials
+from ftcot.teacher.backends import BACKEND_NAMES, BACKENDS, DEFAULT_REPLAY_DIR, OPENAI, ORACLE
 
 # The built-in students trained from scratch (ftcot.student.models builds them from student.tiny).
 TINY_STUDENTS = ("tiny-llama", "tiny-gpt2", "tiny-t5")
@@ -181,7 +181,7 @@ class ReplayParams(Section):
     """``teacher.replay``: recorded teacher outputs instead of requests."""
 
     dir: str = Field(
-        "replay",
+        DEFAULT_REPLAY_DIR,
         description="Folder of <task>.jsonl files (format ftcot), or of reasoning-teacher's extracted archive.",
     )
     format: Literal["ftcot", "kojima", "reasoning_teacher"] = Field(
@@ -196,11 +196,10 @@ class ReplayParams(Section):
 class TeacherParams(Section):
     """``teacher``: who writes the rationales (stage ``teach``)."""
 
-    backend: Literal["oracle", "openai", "replay"] = Field(
-        "oracle",
-        description="'oracle': offline stand-in; 'openai': any OpenAI-compatible server; 'replay': recorded outputs.",
+    backend: Literal[BACKEND_NAMES] = Field(
+        ORACLE, description="; ".join(f"'{b.name}': {b.description}" for b in BACKENDS.values()) + "."
     )
-    model: str = Field("oracle", description="Model name sent to the backend.")
+    model: str = Field(ORACLE, description="Model name sent to the backend.")
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature when diversity > 1 (paper: 0.7).")
     max_tokens: int = Field(128, ge=1, description="Token limit of the rationale step.")
     base_url: str | None = Field(
@@ -260,8 +259,8 @@ class TeacherParams(Section):
 
     @model_validator(mode="after")
     def _batch_needs_openai(self) -> TeacherParams:
-        if self.batch and self.backend != "openai":
-            raise ValueError(f"batch: true needs backend: openai (backend is {self.backend!r})")
+        if self.batch and self.backend != OPENAI:
+            raise ValueError(f"batch: true needs backend: {OPENAI} (backend is {self.backend!r})")
         return self
 
 
@@ -360,7 +359,7 @@ class EvaluateParams(Section):
         "'auto': as many as memory holds.",
     )
     memory_fraction: float = Field(
-        DEFAULT_MEMORY_FRACTION,
+        0.5,
         gt=0.0,
         le=1.0,
         description="Share of the device's free memory (CUDA, or the RAM available) that a batch may take.",
@@ -378,10 +377,6 @@ class EvaluateParams(Section):
         if isinstance(size, int) and size < 1:
             raise ValueError("must be at least 1, or 'auto'")
         return size
-
-    @property
-    def batching(self) -> Batching:
-        return Batching(self.batch_size, self.memory_fraction)
 
     @field_validator("samples")
     @classmethod

@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ftcot.redaction import url_without_credentials
+from ftcot.teacher.backends import ORACLE, REPLAY, teacher_identity
 
 # The packages whose versions change what a run computes (or how it is read back).
 PACKAGES = (
@@ -60,11 +61,6 @@ CODE_PATHS = (
     "pyproject.toml",
 )
 TEST_HELPERS = "ftcot/testing"
-
-
-def mask_url(url: str | None) -> str | None:
-    """``http://user:secret@host/v1`` -> ``http://***@host/v1``; other URLs, and None, unchanged."""
-    return url_without_credentials(url) if url else url
 
 
 def code_files(root: Path, paths: Iterable[str] = CODE_PATHS) -> list[Path]:
@@ -112,19 +108,6 @@ def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
     return versions
 
 
-def teacher_identity(params_dump: dict) -> dict[str, object]:
-    """Which teacher answered: backend, model, API and endpoint (credentials masked), never a key."""
-    t = params_dump["teacher"]
-    identity = {"backend": t["backend"], "model": t["model"]}
-    if t["backend"] == "openai":
-        identity |= {"api": t["api"], "base_url": mask_url(t["base_url"]) or "https://api.openai.com/v1"}
-    elif t["backend"] == "replay":
-        identity["replay_dir"] = t["replay"]["dir"]
-    elif t["backend"] == "oracle":
-        identity["error_rate"] = t["oracle"]["error_rate"]
-    return identity
-
-
 # What each replay format replays, for the report's teacher label: the model (Kojima et al.'s logs
 # are text-davinci-002's whatever teacher.model says; otherwise teacher.model) and the source.
 REPLAYED = {
@@ -137,17 +120,17 @@ REPLAYED = {
 def teacher_label(teacher: dict) -> str:
     """The teacher as the report names it: the model, and for a replay where its outputs come from.
     A replay whose teacher.model was left at its default is not labelled as the offline oracle."""
-    if teacher["backend"] != "replay":
+    if teacher["backend"] != REPLAY:
         return teacher["model"]
-    fixed, source = REPLAYED[teacher["replay"]["format"]]
-    model = fixed or (teacher["model"] if teacher["model"] != "oracle" else None)
-    replayed = f"replayed from {source.format(**teacher['replay'])}"
+    fixed, source = REPLAYED[teacher[REPLAY]["format"]]
+    model = fixed or (teacher["model"] if teacher["model"] != ORACLE else None)
+    replayed = f"replayed from {source.format(**teacher[REPLAY])}"
     return f"{model}, {replayed}" if model else replayed
 
 
 def safe_params(params_dump: dict) -> dict:
     """The resolved params with credentials in ``teacher.base_url`` masked."""
-    teacher = dict(params_dump["teacher"], base_url=mask_url(params_dump["teacher"]["base_url"]))
+    teacher = dict(params_dump["teacher"], base_url=url_without_credentials(params_dump["teacher"]["base_url"]))
     return {**params_dump, "teacher": teacher}
 
 
@@ -160,5 +143,5 @@ def run_metadata(root: Path, params_dump: dict, devices: dict[str, str]) -> dict
         "seeds": params_dump["seeds"],
         "packages": package_versions(),
         "devices": sorted(set(devices.values())),
-        "teacher": teacher_identity(params_dump),
+        "teacher": teacher_identity(params_dump["teacher"]),
     }

@@ -62,8 +62,11 @@ def has_credentials(url: str) -> bool:
     return "@" in parts.netloc
 
 
-def url_without_credentials(url: str) -> str:
-    """``http://user:secret@host/v1`` -> ``http://***@host/v1``: the form safe to print."""
+def url_without_credentials(url: str | None) -> str | None:
+    """``http://user:secret@host/v1`` -> ``http://***@host/v1``: the form safe to print. Other
+    URLs, and None (no URL set), unchanged."""
+    if url is None:
+        return None
     try:
         parts = urlsplit(url)
     except ValueError:

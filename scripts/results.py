@@ -46,12 +46,13 @@ from ftcot.errors import FtcotError
 from ftcot.io import load_yaml, read_json, read_text, write_json
 from ftcot.numerics import numerics_mode
 from ftcot.report.results import README_BEGIN, README_END, gather, readme_table, splice, table
+from ftcot.teacher.backends import DEFAULT_REPLAY_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".results"
 # What a work folder takes from the commit: the code and the pipeline's definition (its outputs
 # and dvc.lock are its own).
-CODE = ["ftcot", "stages", "pyproject.toml", "dvc.yaml", "tasks", "replay", ".dvc/config", ".dvcignore"]
+CODE = ["ftcot", "stages", "pyproject.toml", "dvc.yaml", "tasks", DEFAULT_REPLAY_DIR, ".dvc/config", ".dvcignore"]
 # What each task's work folder gives back (source in the folder: name in results/<name>/tasks/<task>/).
 COPIED = {
     paths.SUMMARY: "summary.json",

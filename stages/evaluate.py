@@ -16,6 +16,7 @@ from transformers import AutoTokenizer
 
 from ftcot.config import load_params
 from ftcot.evaluation.generation import generate_greedy, generate_samples
+from ftcot.evaluation.memory import Batching
 from ftcot.evaluation.scoring import (
     describe_metrics,
     read_test_set,
@@ -52,17 +53,16 @@ def main() -> None:
     # Decoding of a completion ends with its answer's line: what is read of it is on that line.
     ends = functools.partial(answer_end, args.variant)
     precision = student_precision(params.student.model, params.student.precision)
+    batching = Batching(evaluate.batch_size, evaluate.memory_fraction)
     with autocast(precision):
-        generations = generate_greedy(
-            model, tokenizer, prompts, evaluate.batching, evaluate.max_new_tokens, ends=ends
-        )
+        generations = generate_greedy(model, tokenizer, prompts, batching, evaluate.max_new_tokens, ends=ends)
         samples = None
         if evaluate.samples:
             samples = generate_samples(
                 model,
                 tokenizer,
                 prompts,
-                evaluate.batching,
+                batching,
                 evaluate.max_new_tokens,
                 num_samples=evaluate.samples,
                 temperature=evaluate.temperature,

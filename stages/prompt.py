@@ -13,6 +13,7 @@ questions (seeded choice). Runs only for the methods listed in methods.prompting
 import argparse
 
 from ftcot.config import load_params
+from ftcot.evaluation.memory import Batching
 from ftcot.evaluation.prompting import run_prompting, select_exemplars
 from ftcot.evaluation.scoring import (
     describe_metrics,
@@ -52,7 +53,7 @@ def main() -> None:
             model,
             tokenizer,
             test,
-            params.evaluate.batching,
+            Batching(params.evaluate.batch_size, params.evaluate.memory_fraction),
             params.evaluate.max_new_tokens,
             exemplars,
         )

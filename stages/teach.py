@@ -26,48 +26,11 @@ from pathlib import Path
 from ftcot.config import load_params
 from ftcot.io import TEACHER_ANSWERS, cache_folder, read_jsonl, write_json, write_jsonl
 from ftcot.stage import log, run_stage
+from ftcot.teacher.backends import BACKENDS, build_teacher, precheck
 from ftcot.teacher.budget import Budget, check_estimate, estimate_teaching
 from ftcot.teacher.cache import CompletionCache
 from ftcot.teacher.filtering import judge_rationales
-from ftcot.teacher.oracle import OracleTeacher
 from ftcot.teacher.teaching import TeachRunStats, summarize_usage, teach
-
-
-def build_teacher(params, task: str, records: list[dict], cache: CompletionCache):
-    t = params.teacher
-    if t.backend == "oracle":
-        return OracleTeacher(model=t.model, error_rate=t.oracle.error_rate, seed=params.seed)
-    if t.backend == "replay":
-        from ftcot.teacher.replay import replay_teacher
-
-        replay = t.replay
-        return replay_teacher(
-            replay.format,
-            replay.dir,
-            task,
-            records,
-            t.model,
-            replay.completion_key,
-            params.data.mirror,
-            params.data.verify_checksums,
-        )
-    from ftcot.teacher.openai_compat import OpenAITeacher
-
-    return OpenAITeacher(
-        model=t.model,
-        base_url=t.base_url,
-        api_key_env=t.api_key_env,
-        api=t.api,
-        concurrency=t.concurrency,
-        timeout=t.timeout,
-        max_retries=t.max_retries,
-        batch=t.batch,
-        batch_poll_seconds=t.batch_poll_seconds,
-        batch_max_requests=t.batch_max_requests,
-        batch_max_bytes=t.batch_max_bytes,
-        batch_concurrency=t.batch_concurrency,
-        batch_ledger=cache.batches,
-    )
 
 
 def main() -> None:
@@ -91,14 +54,11 @@ def main() -> None:
     teacher = build_teacher(params, args.task, records, cache)
     log.info("teacher %s (%s), cache %s", teacher.backend, teacher.model, cache.path)
     price = t.prices[t.model].model_dump() if t.model in t.prices else None
-    coverage = {}
-    if teacher.backend == "replay":
-        from ftcot.teacher.replay import check_coverage
-
-        coverage = check_coverage(teacher, train, test if t.eval_test else [], params.diversity)
+    # e.g. a replay's coverage of the questions asked, before anything is replayed
+    checked = precheck(t.backend, teacher, train, test if t.eval_test else [], params.diversity)
 
     budget = None
-    if teacher.backend == "openai" or args.estimate:
+    if BACKENDS[t.backend].paid or args.estimate:
         groups = [(train, params.diversity)] + ([(test, 1)] if t.eval_test else [])
         estimate = estimate_teaching(groups, teacher, cache, t.temperature, t.max_tokens, price)
         log.info("%s: %s", args.task, estimate.describe())
@@ -115,7 +75,7 @@ def main() -> None:
         rationales, _ = teach(train, teacher, cache, params.diversity, t.temperature, t.max_tokens, stats, budget)
         write_jsonl(args.out, rationales)
         metrics = {"backend": teacher.backend, "model": teacher.model, "diversity": params.diversity}
-        metrics |= summarize_usage(rationales, price) | coverage
+        metrics |= summarize_usage(rationales, price) | checked
         test_rationales: list[dict] = []
         if t.eval_test:
             # The paper's "Teacher" row: greedy zero-shot-CoT (sample 0) on the test questions.

@@ -171,8 +171,10 @@ def test_evaluate_batch_size_takes_auto_and_refuses_nonsense():
     def params_with(**evaluate):
         return parse_params({"data": {"tasks": ["coin_flip"]}, "evaluate": evaluate})
 
-    assert params_with().evaluate.batching == Batching(64, 0.5)
-    assert params_with(batch_size="auto", memory_fraction=0.8).evaluate.batching == Batching("auto", 0.8)
+    default = params_with().evaluate
+    assert (default.batch_size, default.memory_fraction) == (64, memory.DEFAULT_MEMORY_FRACTION)
+    auto = params_with(batch_size="auto", memory_fraction=0.8).evaluate
+    assert Batching(auto.batch_size, auto.memory_fraction) == Batching("auto", 0.8)
     for bad, named in [
         ({"batch_size": 0}, r"evaluate\.batch_size"),
         ({"batch_size": "lots"}, r"evaluate\.batch_size"),

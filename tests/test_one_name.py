@@ -1,12 +1,15 @@
-"""One name per thing, written once: each method name in ftcot/methods.py, each output path in
-ftcot/paths.py. Everywhere else in the product's code (ftcot/, stages/, scripts/, benchmarks/) the
-code refers to the table; a test that finds the literal again names the file and line."""
+"""One name per thing, written once: each method name in ftcot/methods.py, each teacher backend
+in ftcot/teacher/backends.py, each output path in ftcot/paths.py. Everywhere else in the product's
+code (ftcot/, stages/, scripts/, benchmarks/) the code refers to the table; a test that finds the
+literal again names the file and line."""
 
 import ast
 from pathlib import Path
 
 from ftcot import paths
 from ftcot.methods import METHODS
+from ftcot.provenance import PACKAGES
+from ftcot.teacher.backends import BACKENDS
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = ("ftcot", "stages", "scripts", "benchmarks")
@@ -32,6 +35,14 @@ def test_method_names_are_written_only_in_their_table():
     assert not again, "method names outside ftcot/methods.py (use its constants or METHODS):\n" + "\n".join(again)
 
 
+def test_teacher_backend_names_are_written_only_in_their_table():
+    # Not the same thing by the same word: the openai package, whose version provenance records.
+    skip = {"ftcot/teacher/backends.py"}
+    package = {("ftcot/provenance.py", name) for name in PACKAGES}
+    again = [f"{f}:{line}: {v!r}" for f, line, v in string_literals(skip) if v in BACKENDS and (f, v) not in package]
+    assert not again, "backend names outside ftcot/teacher/backends.py (use its constants):\n" + "\n".join(again)
+
+
 def test_output_paths_are_written_only_in_paths_py():
     # The folder of each output template (data/teach, metrics/evaluate, models, ...): a path
     # inside it, or the folder itself where it has two parts. (A bare "models" or "curves/" also
@@ -51,4 +62,5 @@ def test_the_scan_reads_the_code():
     found = string_literals(set())
     assert {v for f, _, v in found if f == "ftcot/methods.py"} >= set(METHODS)
     assert paths.SUMMARY in {v for f, _, v in found if f == "ftcot/paths.py"}
+    assert {v for f, _, v in found if f == "ftcot/teacher/backends.py"} >= set(BACKENDS)
     assert len({f for f, _, _ in found}) > 40

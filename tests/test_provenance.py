@@ -2,19 +2,21 @@ import json
 import subprocess
 
 from ftcot.config import load_params
-from ftcot.provenance import code_digest, git_commit, mask_url, run_metadata, safe_params, teacher_identity
+from ftcot.provenance import code_digest, git_commit, run_metadata, safe_params
+from ftcot.redaction import url_without_credentials
+from ftcot.teacher.backends import teacher_identity
 
 
 def test_credentials_in_a_url_are_masked():
-    assert mask_url("http://user:s3cret@host:8000/v1") == "http://***@host:8000/v1"
-    assert mask_url("https://api.example.com/v1") == "https://api.example.com/v1"
-    assert mask_url(None) is None
+    assert url_without_credentials("http://user:s3cret@host:8000/v1") == "http://***@host:8000/v1"
+    assert url_without_credentials("https://api.example.com/v1") == "https://api.example.com/v1"
+    assert url_without_credentials(None) is None
 
 
 def test_teacher_identity_and_params_never_carry_a_secret():
     dump = load_params().model_dump(mode="json")
     dump["teacher"] |= {"backend": "openai", "model": "gpt-x", "base_url": "http://me:s3cret@127.0.0.1:8000/v1"}
-    identity = teacher_identity(dump)
+    identity = teacher_identity(dump["teacher"])
     assert identity == {
         "backend": "openai",
         "model": "gpt-x",

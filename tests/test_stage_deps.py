@@ -1,7 +1,9 @@
 """dvc.yaml is complete: each stage lists the code it runs and the parameters it reads.
 
 A stage's code is the closure of its script's project imports (module-level and inside functions,
-found with ``ast``), plus the package data those modules read. A file in that closure that is not
+found with ``ast``), plus the package data those modules read, plus the modules imported by name:
+the teacher backends' modules, which ``ftcot.teacher.backends.build_teacher`` imports for whoever
+imports it. A file in that closure that is not
 covered by the stage's ``deps`` (the file itself or a folder above it) would let an edit leave
 stale results that ``dvc status`` calls up to date. Parameters are found the same way: the
 attribute chains read from ``load_params()``'s result in the stage script (``params.teacher.model``,
@@ -18,6 +20,7 @@ import pytest
 import yaml
 
 from ftcot.config import OPERATIONAL_KEYS, Params, leaf_keys
+from ftcot.teacher.backends import BACKENDS, params_read_by_build_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "ftcot"
@@ -31,6 +34,12 @@ TASK_FILE_STAGES = {"check", "fetch"}
 # Stages that record a digest of all the code (ftcot.provenance) and so depend on all of it.
 FINGERPRINTING = {"report"}
 PYDANTIC_METHODS = {"model_dump", "model_dump_json", "model_copy"}
+# Functions that import modules by name (importlib): (module, function) -> the modules. Importing
+# the function counts as importing them.
+IMPORTS_BY_NAME = {("ftcot.teacher.backends", "build_teacher"): {b.module for b in BACKENDS.values()}}
+# Library functions handed the whole params that declare what they read of it (held to it by
+# their own tests): a call reads that, not every section.
+DECLARED_READS = {"build_teacher": params_read_by_build_teacher()}
 
 
 def stages() -> dict[str, dict]:
@@ -68,6 +77,8 @@ def imported_modules(path: Path) -> set[str]:
                 base = ".".join([*package, *([node.module] if node.module else [])])
             names.add(base)
             names |= {f"{base}.{alias.name}" for alias in node.names}
+            for alias in node.names:
+                names |= IMPORTS_BY_NAME.get((base, alias.name), set())
     return names
 
 
@@ -246,7 +257,10 @@ def params_read(script: str) -> set[str]:
             attrs = [a for a in chain[1] if a not in PYDANTIC_METHODS]
             reads.add(".".join(filter(None, [aliases[chain[0]], *attrs])))
         elif isinstance(node, ast.Name) and node.id in aliases and isinstance(parent, ast.Call) and node in parent.args:
-            if getattr(parent.func, "id", None) not in local_functions:
+            function = getattr(parent.func, "id", None)
+            if function in DECLARED_READS and aliases[node.id] == "":
+                reads |= DECLARED_READS[function]
+            elif function not in local_functions:
                 reads.add(aliases[node.id])  # handed whole to library code
     return reads
 
@@ -277,7 +291,7 @@ def test_stage_params_cover_what_it_reads(name):
 
 def test_params_reader_sees_aliases_and_branches():
     read = params_read("stages/teach.py")
-    assert {"teacher.replay.dir", "teacher.oracle.error_rate", "teacher.base_url", "seed", "diversity"} <= read
+    assert {"teacher.replay", "teacher.oracle", "teacher.base_url", "seed", "diversity"} <= read  # build_teacher's
     assert "teacher.concurrency" in read  # read, and deliberately not a dependency (OPERATIONAL_KEYS)
 
 

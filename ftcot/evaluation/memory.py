@@ -26,7 +26,7 @@ from typing import Literal
 import psutil
 
 AUTO = "auto"
-DEFAULT_MEMORY_FRACTION = 0.5
+DEFAULT_MEMORY_FRACTION = 0.5  # evaluate.memory_fraction's default (tests/test_batch_memory.py holds them equal)
 FLOAT_BYTES = 4  # activations and the cache are counted as float32: an upper bound under bf16
 
 

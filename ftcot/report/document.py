@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ftcot.methods import FT_COT, get_method
 from ftcot.report.summary import METHOD_ORDER
+from ftcot.teacher.backends import ORACLE
 
 
 def seeds_table(summary: dict) -> list[str]:
@@ -190,7 +191,7 @@ def render_markdown(
         "",
         *main_table(summary),
     ]
-    if summary.get("run", {}).get("teacher", {}).get("backend") == "oracle":
+    if summary.get("run", {}).get("teacher", {}).get("backend") == ORACLE:
         lines += ["", ORACLE_CAVEAT]
     lines += truncation_flags(summary)
     if seeds_table(summary):

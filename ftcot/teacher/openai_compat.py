@@ -31,10 +31,10 @@ import httpx2
 import openai
 
 from ftcot.redaction import has_credentials, redact, register_secret, url_without_credentials
+from ftcot.teacher.backends import DEFAULT_OPENAI_URL, OPENAI
 from ftcot.teacher.base import Completion, CompletionRequest, RequestFailure, TeacherError, UnreadableResponse
 from ftcot.teacher.cache import BatchLedger, cache_key
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # The Batch API's limits per input file (OpenAI: 50,000 requests, 200 MB).
 BATCH_MAX_REQUESTS = 50_000
 BATCH_MAX_BYTES = 200_000_000
@@ -149,7 +149,7 @@ def _seed_for(request: CompletionRequest) -> int | None:
 class OpenAITeacher:
     """Zero-shot-CoT completions from an OpenAI-compatible server."""
 
-    backend = "openai"
+    backend = OPENAI
 
     def __init__(
         self,
@@ -168,7 +168,7 @@ class OpenAITeacher:
         batch_ledger: BatchLedger | None = None,
         fail_fast_after: int = FAIL_FAST_AFTER,
     ):
-        base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        base_url = (base_url or DEFAULT_OPENAI_URL).rstrip("/")
         if has_credentials(base_url):
             # The client would send them as a header it cannot parse, and log the URL with them.
             raise TeacherError(
@@ -523,3 +523,24 @@ class OpenAITeacher:
         elif self.batch_ledger is not None:
             # Asked by an earlier run that this one does not need: paid for, so kept.
             self.batch_ledger.cache.put_completion(key, self.endpoint, self.model, asked[key], completion)
+
+
+def from_params(params, task: str, records, cache) -> OpenAITeacher:
+    """The backend's row in ftcot.teacher.backends: the server of ``teacher.base_url``; a Batch API
+    run keeps its submitted batches in ``cache``'s ledger."""
+    t = params.teacher
+    return OpenAITeacher(
+        model=t.model,
+        base_url=t.base_url,
+        api_key_env=t.api_key_env,
+        api=t.api,
+        concurrency=t.concurrency,
+        timeout=t.timeout,
+        max_retries=t.max_retries,
+        batch=t.batch,
+        batch_poll_seconds=t.batch_poll_seconds,
+        batch_max_requests=t.batch_max_requests,
+        batch_max_bytes=t.batch_max_bytes,
+        batch_concurrency=t.batch_concurrency,
+        batch_ledger=cache.batches,
+    )

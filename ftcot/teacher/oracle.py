@@ -17,6 +17,7 @@ import re
 from collections.abc import Sequence
 
 from ftcot.errors import FtcotError
+from ftcot.teacher.backends import ORACLE
 from ftcot.teacher.base import Completion, CompletionRequest, RequestFailure, ResultCallback
 
 ORACLE_VERSION = 1
@@ -91,9 +92,9 @@ def _letters_rationale(words: list[str], rng: random.Random, wrong_step: int | N
 class OracleTeacher:
     """Deterministic teacher for ``coin_flip`` and ``last_letter_concatenation``."""
 
-    backend = "oracle"
+    backend = ORACLE
 
-    def __init__(self, model: str = "oracle", error_rate: float = 0.0, seed: int = 0):
+    def __init__(self, model: str = ORACLE, error_rate: float = 0.0, seed: int = 0):
         if not 0.0 <= error_rate <= 1.0:
             raise ValueError(f"teacher.oracle.error_rate must be in [0, 1], got {error_rate}")
         self.model = model
@@ -148,3 +149,9 @@ class OracleTeacher:
         if m := _LETTERS_ANSWER_RE.search(rationale):
             return f' "{m.group(1)}".'
         return " I cannot tell."
+
+
+def from_params(params, task: str, records, cache) -> OracleTeacher:
+    """The backend's row in ftcot.teacher.backends: the oracle of ``teacher.oracle``."""
+    t = params.teacher
+    return OracleTeacher(model=t.model, error_rate=t.oracle.error_rate, seed=params.seed)

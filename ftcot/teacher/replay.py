@@ -24,6 +24,7 @@ from ftcot.answers import answer_type_of
 from ftcot.data.sources import SourceFile, fetch_file, resolve_mirror, sha256_file
 from ftcot.data.splits import normalize_question
 from ftcot.io import DOWNLOADS, DataError, cache_folder, read_jsonl
+from ftcot.teacher.backends import REPLAY
 from ftcot.teacher.base import Completion, CompletionRequest, RequestFailure, ResultCallback, TeacherError
 from ftcot.teacher.published import (
     KOJIMA_LOGS,
@@ -40,9 +41,9 @@ log = logging.getLogger("ftcot")
 
 
 class ReplayTeacher:
-    backend = "replay"
+    backend = REPLAY
 
-    def __init__(self, path: str | Path, records: Sequence[dict], model: str = "replay"):
+    def __init__(self, path: str | Path, records: Sequence[dict], model: str = REPLAY):
         """The ``ftcot`` format: ``path`` is ``<teacher.replay.dir>/<task>.jsonl``."""
         self.path = Path(path)
         if not self.path.is_file():
@@ -206,7 +207,7 @@ class ReplayTeacher:
                 failures.append(RequestFailure(i, f"no recorded completion in {self.path}"))
                 continue
             text = entry["answer"] if meta.step == "answer" else entry["rationale"]
-            on_result(i, Completion(text=text, finish_reason="replay", prompt_tokens=0, completion_tokens=0))
+            on_result(i, Completion(text=text, finish_reason=REPLAY, prompt_tokens=0, completion_tokens=0))
         return failures
 
 
@@ -273,3 +274,14 @@ def check_coverage(teacher: ReplayTeacher, train: Sequence[dict], test: Sequence
                 "(Kojima et al.'s gsm8k, aqua, commonsense_qa) cannot teach train questions."
             )
     return {"replay_coverage": {s: {"questions": c["questions"], "found": c["found"]} for s, c in found.items()}}
+
+
+def from_params(params, task: str, records: Sequence[dict], cache) -> ReplayTeacher:
+    """The backend's row in ftcot.teacher.backends: the replay of ``teacher.replay``."""
+    t, data = params.teacher, params.data
+    r = t.replay
+    return replay_teacher(r.format, r.dir, task, records, t.model, r.completion_key, data.mirror, data.verify_checksums)
+
+
+# The row's check before teaching: the file answers every question asked.
+precheck = check_coverage
