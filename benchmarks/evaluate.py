@@ -20,9 +20,10 @@ that student and its whole test set, side by side:
 
 - baseline: ``model.generate`` on length-sorted, left-padded batches in fp32, each batch running
   until all its sequences hit EOS or ``max_new_tokens`` (the earlier evaluate stage);
-- ours: ``generate_greedy`` as the stage runs it: KV cache, each sequence leaving the batch at its
-  answer line (``answer_end``) or EOS, under ``student.precision`` (bf16 autocast where the CPU
-  has it natively).
+- ours: ``generate_greedy`` as the stage runs it: KV cache, the prompt's pass computing only the
+  last position's logits, batches no larger than free memory holds, each sequence leaving the
+  batch at its answer line (``answer_end``) or EOS, under ``student.precision`` (bf16 autocast
+  where the CPU has it natively).
 
 Questions per second, peak resident memory of each (measured in a process of its own), and the
 accuracy of each (the same within noise). Target: ``speedup`` >= 2x at no more peak memory.
@@ -42,6 +43,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import describe_machine
 
 from ftcot.config import StudentParams
 from ftcot.data.synthetic import generate_records
@@ -58,6 +60,8 @@ from ftcot.student.training import finetune
 from ftcot.teacher.cache import CompletionCache
 from ftcot.teacher.oracle import OracleTeacher
 from ftcot.teacher.teaching import teach
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def questions(n_per_task: int, split: str) -> list[dict]:
@@ -162,7 +166,8 @@ def _decode_once(path: str, setup: dict, queue) -> None:
 
 def compare_student_paths(setup: dict) -> dict:
     context = multiprocessing.get_context("spawn")
-    out: dict = dict(setup)
+    out: dict = {**setup, "student": _shown(setup["student"]), "test": _shown(setup["test"])}
+    out["machine"] = describe_machine()
     for path in ("baseline", "ours"):
         queue = context.Queue()
         worker = context.Process(target=_decode_once, args=(path, setup, queue))
@@ -173,7 +178,20 @@ def compare_student_paths(setup: dict) -> dict:
     out["speedup"] = round(out["ours"]["questions_per_second"] / out["baseline"]["questions_per_second"], 2)
     out["memory_ratio"] = round(out["ours"]["peak_rss_mib"] / out["baseline"]["peak_rss_mib"], 3)
     out["targets"] = {"speedup": ">= 2 (questions/s)", "memory_ratio": "<= 1.0 (peak RSS)"}
+    missed = []
+    if out["speedup"] < 2:
+        missed.append(f"speedup {out['speedup']} misses >= 2 by {round(2 - out['speedup'], 2)}")
+    if out["memory_ratio"] > 1.0:
+        missed.append(f"memory_ratio {out['memory_ratio']} misses <= 1.0 by {round(out['memory_ratio'] - 1, 3)}")
+    out["targets_met"] = not missed
+    out["missed"] = missed
     return out
+
+
+def _shown(path: str) -> str:
+    """A path as the report shows it: relative to the project where it is inside it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
 
 
 def student_setup(args) -> dict:

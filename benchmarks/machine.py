@@ -1,0 +1,36 @@
+"""What a benchmark ran on, recorded beside its figures: cores, the CPU's model and whether it
+computes bf16 natively, the device, the threads, the load when it started."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from ftcot.numerics import cpu_has_native_bf16, numerics_mode
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_machine() -> dict:
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu_model(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "numerics": numerics_mode(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
