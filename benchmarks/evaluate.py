@@ -22,8 +22,8 @@ that student and its whole test set, side by side:
   until all its sequences hit EOS or ``max_new_tokens`` (the earlier evaluate stage);
 - ours: ``generate_greedy`` as the stage runs it: KV cache, the prompt's pass computing only the
   last position's logits, batches no larger than free memory holds, each sequence leaving the
-  batch at its answer line (``answer_end``) or EOS, under ``student.precision`` (bf16 autocast
-  where the CPU has it natively).
+  batch at its answer line (``answer_end``) or EOS, with the weights in ``student.precision`` (bf16
+  where the CPU computes it natively).
 
 Questions per second, peak resident memory of each (measured in a process of its own), and the
 accuracy of each (the same within noise). Target: ``speedup`` >= 2x at no more peak memory.
@@ -54,7 +54,7 @@ from ftcot.io import write_json
 from ftcot.methods import FT_COT
 from ftcot.numerics import compute_device, cpu_has_native_bf16
 from ftcot.student.formats import answer_end, student_prompt
-from ftcot.student.models import autocast, load_pretrained
+from ftcot.student.models import inference_dtype, load_pretrained
 from ftcot.student.smollm2 import smollm2_folder
 from ftcot.student.training import finetune
 from ftcot.teacher.cache import CompletionCache
@@ -135,21 +135,21 @@ def tiny_student(device: str):
 def _decode_once(path: str, setup: dict, queue) -> None:
     """One decoding path over the whole test set, in a process of its own (its peak memory)."""
     torch.set_num_threads(os.cpu_count() or 1)
-    model, tokenizer = load_pretrained(setup["student"])
+    precision = "fp32"
+    if path == "ours":  # the stage's student.precision: auto
+        precision = "bf16" if cpu_has_native_bf16() or torch.cuda.is_available() else "fp32"
+    model, tokenizer = load_pretrained(setup["student"], dtype=inference_dtype(precision))
     model.eval()
     test = read_test_set(setup["test"])
     prompts = [student_prompt(q["question"]) for q in test]
     batch, budget = setup["batch_size"], setup["max_new_tokens"]
     start = time.perf_counter()
     if path == "baseline":
-        precision = "fp32"
         groups = _generate_padded_left(model, tokenizer, prompts, batch, budget, "baseline")
         generations = [group[0] for group in groups]
     else:
-        precision = "bf16" if cpu_has_native_bf16() or torch.cuda.is_available() else "fp32"
         ends = functools.partial(answer_end, setup["variant"])
-        with autocast(precision):
-            generations = generate_greedy(model, tokenizer, prompts, batch, budget, "ours", ends=ends)
+        generations = generate_greedy(model, tokenizer, prompts, batch, budget, "ours", ends=ends)
     seconds = time.perf_counter() - start
     records = score_predictions(test, generations, setup["variant"])
     queue.put(

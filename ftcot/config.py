@@ -338,7 +338,7 @@ class StudentParams(Section):
         "auto",
         description="'auto': bf16 where the device computes it natively (CUDA; a CPU with AVX-512 BF16 or AMX under "
         "FTCOT_NUMERICS=native) for pretrained students, else fp32; 'bf16': autocast to bfloat16 for training "
-        "(fp32 weights and LoRA adapters) and evaluation.",
+        "(fp32 weights and LoRA adapters), the weights loaded in bfloat16 for evaluation and prompting.",
     )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, about a third more compute."

@@ -12,8 +12,6 @@ accuracy, and with evaluate.samples = k a self-consistency vote over k sampled c
 import argparse
 import functools
 
-from transformers import AutoTokenizer
-
 from ftcot.config import load_params
 from ftcot.evaluation.generation import generate_greedy, generate_samples
 from ftcot.evaluation.memory import Batching
@@ -29,7 +27,7 @@ from ftcot.methods import FINETUNE_METHODS
 from ftcot.numerics import compute_device
 from ftcot.stage import log, run_stage
 from ftcot.student.formats import answer_end, student_prompt
-from ftcot.student.models import autocast, is_encoder_decoder, load_model, student_precision
+from ftcot.student.models import inference_dtype, is_encoder_decoder, load_pretrained, student_precision
 
 
 def main() -> None:
@@ -44,31 +42,29 @@ def main() -> None:
 
     params = load_params()
     test = read_test_set(args.test)
-    device = compute_device()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = load_model(args.model).to(device)
+    precision = student_precision(params.student.model, params.student.precision)
+    model, tokenizer = load_pretrained(args.model, dtype=inference_dtype(precision), what="--model")
+    model.to(compute_device())
     encoder_decoder = is_encoder_decoder(model)
     evaluate = params.evaluate
     prompts = [student_prompt(ex["question"], encoder_decoder) for ex in test]
     # Decoding of a completion ends with its answer's line: what is read of it is on that line.
     ends = functools.partial(answer_end, args.variant)
-    precision = student_precision(params.student.model, params.student.precision)
     batching = Batching(evaluate.batch_size, evaluate.memory_fraction)
-    with autocast(precision):
-        generations = generate_greedy(model, tokenizer, prompts, batching, evaluate.max_new_tokens, ends=ends)
-        samples = None
-        if evaluate.samples:
-            samples = generate_samples(
-                model,
-                tokenizer,
-                prompts,
-                batching,
-                evaluate.max_new_tokens,
-                num_samples=evaluate.samples,
-                temperature=evaluate.temperature,
-                seed=args.seed,
-                ends=ends,
-            )
+    generations = generate_greedy(model, tokenizer, prompts, batching, evaluate.max_new_tokens, ends=ends)
+    samples = None
+    if evaluate.samples:
+        samples = generate_samples(
+            model,
+            tokenizer,
+            prompts,
+            batching,
+            evaluate.max_new_tokens,
+            num_samples=evaluate.samples,
+            temperature=evaluate.temperature,
+            seed=args.seed,
+            ends=ends,
+        )
     predictions = score_predictions(test, generations, args.variant, samples)
     metrics = summarize_predictions(predictions, [ex["id"] for ex in test])
     write_jsonl(args.predictions, predictions)

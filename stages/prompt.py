@@ -26,7 +26,7 @@ from ftcot.io import read_jsonl, write_json, write_jsonl
 from ftcot.methods import PROMPTING_METHODS, get_method
 from ftcot.numerics import compute_device
 from ftcot.stage import log, run_stage
-from ftcot.student.models import autocast, load_pretrained, student_precision
+from ftcot.student.models import inference_dtype, load_pretrained, student_precision
 
 
 def main() -> None:
@@ -44,19 +44,18 @@ def main() -> None:
     if get_method(args.method).exemplars:
         examples = read_jsonl(args.examples, required=("id", "question_id", "question", "answer", "rationale"))
         exemplars = select_exemplars(examples, params.evaluate.few_shot_k, params.seed)
-    model, tokenizer = load_pretrained(params.student.model)
-    model.to(compute_device())
     precision = student_precision(params.student.model, params.student.precision)
-    with autocast(precision):
-        generations = run_prompting(
-            args.method,
-            model,
-            tokenizer,
-            test,
-            Batching(params.evaluate.batch_size, params.evaluate.memory_fraction),
-            params.evaluate.max_new_tokens,
-            exemplars,
-        )
+    model, tokenizer = load_pretrained(params.student.model, dtype=inference_dtype(precision))
+    model.to(compute_device())
+    generations = run_prompting(
+        args.method,
+        model,
+        tokenizer,
+        test,
+        Batching(params.evaluate.batch_size, params.evaluate.memory_fraction),
+        params.evaluate.max_new_tokens,
+        exemplars,
+    )
     predictions = score_predictions(test, generations, args.method)
     metrics = summarize_predictions(predictions, [ex["id"] for ex in test])
     write_jsonl(args.predictions, predictions)

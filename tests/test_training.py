@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from ftcot.config import StudentParams
 from ftcot.evaluation.generation import generate_greedy
 from ftcot.student.formats import student_prompt
-from ftcot.student.models import build_tiny_gpt2, build_tiny_tokenizer, wrap_lora
+from ftcot.student.models import StudentLoadError, build_tiny_gpt2, build_tiny_tokenizer, wrap_lora
 from ftcot.student.training import EmptyTrainingSetError, build_dataset, finetune, tokenize_example, train_student
 
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "tokenizer": "bpe", "vocab_size": 300}
@@ -518,6 +518,25 @@ def test_bf16_training_autocasts_keeps_fp32_weights_and_says_so(tmp_path):
     assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "b").dtype == torch.float32
     assert fp32_curve[0]["loss"] != bf16_curve[0]["loss"] and abs(fp32_curve[0]["loss"] - bf16_curve[0]["loss"]) < 0.1
+
+
+def test_bf16_evaluation_loads_the_saved_student_in_bf16(tmp_path):
+    """Evaluation and prompting in bf16 decode with bf16 weights (no per-step casting as under
+    autocast); fp32 loads the student as saved."""
+    from ftcot.evaluation.generation import generate_greedy
+    from ftcot.student.formats import student_prompt
+    from ftcot.student.models import inference_dtype, load_pretrained
+
+    finetune(examples(), [], "ft_cot", params(), 0, tmp_path / "m")
+    as_saved, _ = load_pretrained(str(tmp_path / "m"), dtype=inference_dtype("fp32"))
+    model, tokenizer = load_pretrained(str(tmp_path / "m"), dtype=inference_dtype("bf16"), what="--model")
+    assert as_saved.dtype == torch.float32
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    prompts = [student_prompt(ex["question"]) for ex in examples()[:4]]
+    out = generate_greedy(model, tokenizer, prompts, 4, 8)
+    assert len(out) == 4 and all(g["generated_tokens"] >= 1 for g in out)
+    with pytest.raises(StudentLoadError, match=r"^--model = 'nowhere/at-all' could not be loaded"):
+        load_pretrained("nowhere/at-all", what="--model")
 
 
 def test_bf16_lora_trains_over_a_bf16_base_and_saves_onto_the_fp32_base(tmp_path):
