@@ -1,5 +1,5 @@
 """What a benchmark ran on, recorded beside its figures: cores, the CPU's model and whether it
-computes bf16 natively, the device, the threads, the load when it started."""
+computes bf16 natively, the device, ATen's kernels and threads, the load when it started."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ftcot.numerics import cpu_has_native_bf16, numerics_mode
+from ftcot.numerics import cpu_has_native_bf16
 
 
 def cpu_model() -> str:
@@ -29,7 +29,7 @@ def describe_machine() -> dict:
         "cpu_native_bf16": cpu_has_native_bf16(),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch_threads": torch.get_num_threads(),
-        "numerics": numerics_mode(),
+        "aten_kernels": torch.backends.cpu.get_cpu_capability(),  # AVX2 where numerics are pinned (portable)
         "load_average_1min": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
         "platform": platform.platform(),
