@@ -9,9 +9,10 @@ not a test. On a GPU it measures, in bf16:
   table below by device name) of GPT-2 124M, full fine-tuning, and of a SmolLM2-135M-shaped model
   with LoRA (r 8, every linear layer) — both built from their configs with random weights (nothing
   can be downloaded there; the throughput does not depend on the weights);
-- evaluation questions/s of the evaluate stage's decoding (`generate_greedy`, Hugging Face) and,
-  where vLLM is installed, of vLLM's offline engine on the same prompts, and how often their greedy
-  completions agree (random weights: an agreement under 100% there says how often bf16 ties break
+- evaluation questions/s of the evaluate stage's two engines on the same prompts: ``hf``
+  (`generate_greedy`, the weights in bf16) and, where vLLM is installed (FTCOT_VLLM), ``vllm``
+  (its OpenAI-compatible server, started and stopped as the stage does), and how often their
+  greedy completions agree (random weights: an agreement under 100% there says how often bf16 ties break
   differently, not that one engine is wrong);
 - peak GPU memory of each part.
 Targets (issue: GPUs): GPT-2 124M training >= 40% MFU; vLLM >= 5x the Hugging Face questions/s.
@@ -147,11 +148,11 @@ def measure_generation(model, tokenizer, device: str, prompts: list[str], max_ne
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    model.to(device).eval()
+    # as the evaluate stage decodes in bf16: the weights in bf16 (on a CPU smoke run, as they are)
+    model.to(device, dtype=torch.bfloat16 if device == "cuda" else None).eval()
     _sync(device)
     start = time.perf_counter()
-    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
-        out = generate_greedy(model, tokenizer, prompts, batch, max_new_tokens, desc="hf")
+    out = generate_greedy(model, tokenizer, prompts, batch, max_new_tokens, desc="hf")
     _sync(device)
     seconds = time.perf_counter() - start
     return {
@@ -163,20 +164,24 @@ def measure_generation(model, tokenizer, device: str, prompts: list[str], max_ne
 
 
 def measure_vllm(folder: Path, prompts: list[str], max_new_tokens: int) -> dict:
+    """The evaluate stage's ``vllm`` engine: its server started on ``folder`` (vLLM in its own
+    environment, named by FTCOT_VLLM), the same prompts, greedy."""
+    from ftcot.evaluation.engines import EngineUnavailable, vllm_command
+    from ftcot.evaluation.vllm_server import VllmGenerator
+
     try:
-        from vllm import LLM, SamplingParams
-    except ImportError:
-        return {"skipped": "vllm is not installed here"}
-    llm = LLM(model=str(folder), dtype="bfloat16", gpu_memory_utilization=0.5, enforce_eager=False)
-    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
-    llm.generate(prompts[:4], params)  # warm-up: compilation and graphs
-    start = time.perf_counter()
-    outputs = llm.generate(prompts, params)
-    seconds = time.perf_counter() - start
+        command = vllm_command()
+    except EngineUnavailable as err:
+        return {"skipped": str(err)}
+    with VllmGenerator.start(command, str(folder), "bf16", "the benchmark's model") as generator:
+        generator.greedy(prompts[:4], max_new_tokens, desc="vllm warm-up")  # compilation and graphs
+        start = time.perf_counter()
+        out = generator.greedy(prompts, max_new_tokens, desc="vllm")
+        seconds = time.perf_counter() - start
     return {
         "questions_per_second": round(len(prompts) / seconds, 3),
         "seconds": round(seconds, 2),
-        "texts": [o.outputs[0].text for o in outputs],
+        "texts": [o["text"] for o in out],
     }
 
 
@@ -240,7 +245,8 @@ def run(smoke: bool, device: str) -> dict:
             for n in torch.randint(20, 120, (questions,), generator=rng)
         ]
         hf = measure_generation(model, tokenizer, device, prompts, max_new_tokens, batch=64 if not smoke else 4)
-        vllm = measure_vllm(folder, prompts, max_new_tokens) if device == "cuda" else {"skipped": "no GPU"}
+        # vLLM needs a GPU; the smoke run goes through the engine's code with whatever FTCOT_VLLM names
+        vllm = measure_vllm(folder, prompts, max_new_tokens) if device == "cuda" or smoke else {"skipped": "no GPU"}
     evaluation = {
         "questions": questions,
         "max_new_tokens": max_new_tokens,

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ftcot.data.tasks import DEFAULT_TASK_DIR, TASKS, Task, check_local_paths, load_tasks
 from ftcot.errors import FtcotError
+from ftcot.evaluation.engines import ENGINE_NAMES, ENGINES, HF
 from ftcot.io import DataError, load_yaml, read_text
 from ftcot.methods import FINETUNE_METHODS, PROMPTING_METHODS
 from ftcot.redaction import has_credentials, url_without_credentials
@@ -353,6 +354,9 @@ class StudentParams(Section):
 class EvaluateParams(Section):
     """``evaluate``: decoding and scoring of the test set (stages ``evaluate`` and ``prompt``)."""
 
+    engine: Literal[ENGINE_NAMES] = Field(
+        HF, description="; ".join(f"'{name}': {what}" for name, what in ENGINES.items()) + "."
+    )
     batch_size: int | Literal["auto"] = Field(
         64,
         description="Sequences decoded at once, fewer where the device's free memory would not hold them; "

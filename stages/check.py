@@ -9,13 +9,15 @@ the key, even when no other stage would have rerun. Its output is the same text 
 parameters are, so a valid edit reruns only the stages whose own parameters changed. It also
 depends on the task files (the built-in ones and data.task_dir's), which the parameters are
 checked against: a task file that does not follow the schema stops the run here, naming the file
-and the key.
+and the key. An evaluate.engine this machine cannot run (vLLM not installed) stops it here too,
+before any student is trained.
 """
 
 import argparse
 from pathlib import Path
 
 from ftcot.config import load_params
+from ftcot.evaluation.engines import check_engine
 from ftcot.stage import log, run_stage
 
 CHECKED = "params.yaml is complete and valid (ftcot/config.py).\n"
@@ -26,7 +28,8 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    load_params()
+    params = load_params()
+    check_engine(params.evaluate.engine)  # before any student is trained for it
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(CHECKED)

@@ -13,7 +13,7 @@ import argparse
 import functools
 
 from ftcot.config import load_params
-from ftcot.evaluation.generation import generate_greedy, generate_samples
+from ftcot.evaluation.engines import open_generator
 from ftcot.evaluation.memory import Batching
 from ftcot.evaluation.scoring import (
     describe_metrics,
@@ -24,10 +24,9 @@ from ftcot.evaluation.scoring import (
 )
 from ftcot.io import write_json, write_jsonl
 from ftcot.methods import FINETUNE_METHODS
-from ftcot.numerics import compute_device
 from ftcot.stage import log, run_stage
 from ftcot.student.formats import answer_end, student_prompt
-from ftcot.student.models import inference_dtype, is_encoder_decoder, load_pretrained, student_precision
+from ftcot.student.models import student_precision
 
 
 def main() -> None:
@@ -42,33 +41,24 @@ def main() -> None:
 
     params = load_params()
     test = read_test_set(args.test)
-    precision = student_precision(params.student.model, params.student.precision)
-    model, tokenizer = load_pretrained(args.model, dtype=inference_dtype(precision), what="--model")
-    model.to(compute_device())
-    encoder_decoder = is_encoder_decoder(model)
     evaluate = params.evaluate
-    prompts = [student_prompt(ex["question"], encoder_decoder) for ex in test]
+    precision = student_precision(params.student.model, params.student.precision)
+    batching = Batching(evaluate.batch_size, evaluate.memory_fraction)
     # Decoding of a completion ends with its answer's line: what is read of it is on that line.
     ends = functools.partial(answer_end, args.variant)
-    batching = Batching(evaluate.batch_size, evaluate.memory_fraction)
-    generations = generate_greedy(model, tokenizer, prompts, batching, evaluate.max_new_tokens, ends=ends)
-    samples = None
-    if evaluate.samples:
-        samples = generate_samples(
-            model,
-            tokenizer,
-            prompts,
-            batching,
-            evaluate.max_new_tokens,
-            num_samples=evaluate.samples,
-            temperature=evaluate.temperature,
-            seed=args.seed,
-            ends=ends,
-        )
+    with open_generator(evaluate.engine, args.model, precision, batching, what="--model") as generator:
+        prompts = [student_prompt(ex["question"], generator.encoder_decoder) for ex in test]
+        generations = generator.greedy(prompts, evaluate.max_new_tokens, ends=ends)
+        samples = None
+        if evaluate.samples:
+            samples = generator.samples(
+                prompts, evaluate.max_new_tokens, evaluate.samples, evaluate.temperature, args.seed, ends=ends
+            )
     predictions = score_predictions(test, generations, args.variant, samples)
     metrics = summarize_predictions(predictions, [ex["id"] for ex in test])
     write_jsonl(args.predictions, predictions)
-    write_json(args.metrics, {"method": args.variant, "seed": args.seed, "precision": precision, **metrics})
+    run = {"method": args.variant, "seed": args.seed, "precision": precision, "engine": evaluate.engine}
+    write_json(args.metrics, run | metrics)
     log.info("%s: %s", args.model, describe_metrics(metrics))  # names the task, method and seed
     if warning := truncation_warning(metrics, params.evaluate.max_new_tokens):
         log.warning("%s", warning)

@@ -13,6 +13,7 @@ questions (seeded choice). Runs only for the methods listed in methods.prompting
 import argparse
 
 from ftcot.config import load_params
+from ftcot.evaluation.engines import open_generator
 from ftcot.evaluation.memory import Batching
 from ftcot.evaluation.prompting import run_prompting, select_exemplars
 from ftcot.evaluation.scoring import (
@@ -24,9 +25,8 @@ from ftcot.evaluation.scoring import (
 )
 from ftcot.io import read_jsonl, write_json, write_jsonl
 from ftcot.methods import PROMPTING_METHODS, get_method
-from ftcot.numerics import compute_device
 from ftcot.stage import log, run_stage
-from ftcot.student.models import inference_dtype, load_pretrained, student_precision
+from ftcot.student.models import student_precision
 
 
 def main() -> None:
@@ -44,22 +44,16 @@ def main() -> None:
     if get_method(args.method).exemplars:
         examples = read_jsonl(args.examples, required=("id", "question_id", "question", "answer", "rationale"))
         exemplars = select_exemplars(examples, params.evaluate.few_shot_k, params.seed)
+    evaluate = params.evaluate
     precision = student_precision(params.student.model, params.student.precision)
-    model, tokenizer = load_pretrained(params.student.model, dtype=inference_dtype(precision))
-    model.to(compute_device())
-    generations = run_prompting(
-        args.method,
-        model,
-        tokenizer,
-        test,
-        Batching(params.evaluate.batch_size, params.evaluate.memory_fraction),
-        params.evaluate.max_new_tokens,
-        exemplars,
-    )
+    batching = Batching(evaluate.batch_size, evaluate.memory_fraction)
+    with open_generator(evaluate.engine, params.student.model, precision, batching, what="student.model") as generator:
+        generations = run_prompting(args.method, generator, test, evaluate.max_new_tokens, exemplars)
     predictions = score_predictions(test, generations, args.method)
     metrics = summarize_predictions(predictions, [ex["id"] for ex in test])
     write_jsonl(args.predictions, predictions)
-    write_json(args.metrics, {"method": args.method, "model": params.student.model, "precision": precision, **metrics})
+    run = {"method": args.method, "model": params.student.model, "precision": precision, "engine": evaluate.engine}
+    write_json(args.metrics, run | metrics)
     log.info("%s", describe_metrics(metrics))
     if warning := truncation_warning(metrics, params.evaluate.max_new_tokens):
         log.warning("%s", warning)

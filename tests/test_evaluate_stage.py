@@ -160,6 +160,6 @@ def test_every_prompting_method_of_the_table_has_its_prompter_and_no_other_does(
     assert set(PROMPTERS) == set(PROMPTING_METHODS)
     assert [k for k, m in METHODS.items() if m.exemplars] == ["few_shot_cot"]
     with pytest.raises(PromptingError, match="unknown prompting method 'ft_cot'; known: zero_shot, zero_shot_cot"):
-        run_prompting("ft_cot", None, None, [], 1, 1)
+        run_prompting("ft_cot", None, [], 1)
     with pytest.raises(PromptingError, match="Few-shot-CoT needs worked examples"):
-        run_prompting("few_shot_cot", None, None, [], 1, 1)
+        run_prompting("few_shot_cot", None, [], 1)

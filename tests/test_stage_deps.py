@@ -2,8 +2,9 @@
 
 A stage's code is the closure of its script's project imports (module-level and inside functions,
 found with ``ast``), plus the package data those modules read, plus the modules imported by name:
-the teacher backends' modules, which ``ftcot.teacher.backends.build_teacher`` imports for whoever
-imports it. A file in that closure that is not
+the teacher backends' modules and the generation engines', which
+``ftcot.teacher.backends.build_teacher`` and ``ftcot.evaluation.engines.open_generator`` import
+for whoever imports them. A file in that closure that is not
 covered by the stage's ``deps`` (the file itself or a folder above it) would let an edit leave
 stale results that ``dvc status`` calls up to date. Parameters are found the same way: the
 attribute chains read from ``load_params()``'s result in the stage script (``params.teacher.model``,
@@ -20,6 +21,7 @@ import pytest
 import yaml
 
 from ftcot.config import OPERATIONAL_KEYS, Params, leaf_keys
+from ftcot.evaluation.engines import GENERATORS
 from ftcot.teacher.backends import BACKENDS, params_read_by_build_teacher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +38,10 @@ FINGERPRINTING = {"report"}
 PYDANTIC_METHODS = {"model_dump", "model_dump_json", "model_copy"}
 # Functions that import modules by name (importlib): (module, function) -> the modules. Importing
 # the function counts as importing them.
-IMPORTS_BY_NAME = {("ftcot.teacher.backends", "build_teacher"): {b.module for b in BACKENDS.values()}}
+IMPORTS_BY_NAME = {
+    ("ftcot.teacher.backends", "build_teacher"): {b.module for b in BACKENDS.values()},
+    ("ftcot.evaluation.engines", "open_generator"): {module for module, _ in GENERATORS.values()},
+}
 # Library functions handed the whole params that declare what they read of it (held to it by
 # their own tests): a call reads that, not every section.
 DECLARED_READS = {"build_teacher": params_read_by_build_teacher()}

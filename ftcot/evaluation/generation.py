@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from ftcot.errors import FtcotError
 from ftcot.evaluation.memory import AUTO, Batching, as_batching, batches_for, keeps_last_logits
-from ftcot.student.models import is_encoder_decoder
+from ftcot.student.models import inference_dtype, is_encoder_decoder, load_pretrained
 
 log = logging.getLogger("ftcot")
 
@@ -66,7 +66,7 @@ def _ended(result: dict, ends: Callable[[str], int | None] | None, tokenizer) ->
     }
 
 
-def _stop_at(text: str, stop: Sequence[str], ends: Callable[[str], int | None] | None) -> int | None:
+def stop_at(text: str, stop: Sequence[str], ends: Callable[[str], int | None] | None) -> int | None:
     """Where a completion's text ends early: before the first stop string, or where ``ends`` says."""
     cuts = [text.index(s) for s in stop if s in text]
     if ends is not None and (end := ends(text)) is not None:
@@ -130,7 +130,7 @@ def decode_greedy(
                 tokens[i].append(token)
                 if (
                     check_text
-                    and _stop_at(tokenizer.decode(tokens[i], skip_special_tokens=True), stop, ends) is not None
+                    and stop_at(tokenizer.decode(tokens[i], skip_special_tokens=True), stop, ends) is not None
                 ):
                     results[i] = _result(tokenizer, tokens[i], stop, ends, stopped=True)
                 elif step + 1 == budget:
@@ -180,7 +180,7 @@ def _plan(model, lengths, batching, max_new_tokens, per_prompt, desc) -> list[ra
 
 def _result(tokenizer, tokens: list[int], stop: Sequence[str], ends, stopped: bool) -> dict:
     text = tokenizer.decode(tokens, skip_special_tokens=True)
-    cut = _stop_at(text, stop, ends)
+    cut = stop_at(text, stop, ends)
     if cut is not None:
         text, stopped = text[:cut], True
         tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -285,3 +285,35 @@ def _generate(
             results[i].append({"text": text, "generated_tokens": len(tokens), "truncated": not stopped})
     model.train(was_training)
     return results
+
+
+class HFGenerator:
+    """The ``hf`` engine (:mod:`ftcot.evaluation.engines`): the student in this process."""
+
+    def __init__(self, model, tokenizer, batching: Batching | int | str = 64):
+        self.model, self.tokenizer, self.batching = model, tokenizer, batching
+        self.encoder_decoder = is_encoder_decoder(model)
+
+    @classmethod
+    def load(cls, name: str, precision: str, batching: Batching | int | str, what: str) -> HFGenerator:
+        """The student ``name`` on this machine's device, its weights in ``precision``."""
+        from ftcot.numerics import compute_device
+
+        model, tokenizer = load_pretrained(name, dtype=inference_dtype(precision), what=what)
+        return cls(model.to(compute_device()), tokenizer, batching)
+
+    def greedy(self, prompts, max_new_tokens, desc="generate", stop=(), ends=None) -> list[dict]:
+        return generate_greedy(self.model, self.tokenizer, prompts, self.batching, max_new_tokens, desc, stop, ends)
+
+    def samples(self, prompts, max_new_tokens, num_samples, temperature, seed, ends=None) -> list[list[dict]]:
+        return generate_samples(
+            self.model,
+            self.tokenizer,
+            prompts,
+            self.batching,
+            max_new_tokens,
+            num_samples=num_samples,
+            temperature=temperature,
+            seed=seed,
+            ends=ends,
+        )

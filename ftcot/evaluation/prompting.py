@@ -8,8 +8,7 @@ from collections.abc import Sequence
 
 from ftcot.answers import answer_type_of
 from ftcot.errors import FtcotError
-from ftcot.evaluation.generation import generate_greedy
-from ftcot.evaluation.memory import Batching
+from ftcot.evaluation.engines import Generator
 from ftcot.methods import FEW_SHOT_COT, PROMPTING_METHODS, ZERO_SHOT, ZERO_SHOT_COT, get_method
 from ftcot.teacher.prompts import answer_prompt, rationale_prompt
 
@@ -52,10 +51,8 @@ def few_shot_cot_prompt(exemplars: Sequence[dict], question: str) -> str:
 
 def run_prompting(
     method: str,
-    model,
-    tokenizer,
+    generator: Generator,
     test: Sequence[dict],
-    batching: Batching | int | str,
     max_new_tokens: int,
     exemplars: Sequence[dict] = (),
 ) -> list[dict]:
@@ -66,27 +63,27 @@ def run_prompting(
         raise PromptingError(f"unknown prompting method {method!r}; known: {', '.join(PROMPTING_METHODS)}")
     if get_method(method).exemplars and not exemplars:
         raise PromptingError(f"{get_method(method).name} needs worked examples")
-    return prompter(model, tokenizer, test, batching, max_new_tokens, exemplars)
+    return prompter(generator, test, max_new_tokens, exemplars)
 
 
-def _zero_shot(model, tokenizer, test, batching, max_new_tokens, exemplars) -> list[dict]:
+def _zero_shot(generator, test, max_new_tokens, exemplars) -> list[dict]:
     prompts = [zero_shot_prompt(ex) for ex in test]
-    return generate_greedy(model, tokenizer, prompts, batching, ANSWER_MAX_NEW_TOKENS, "zero-shot", STOP)
+    return generator.greedy(prompts, ANSWER_MAX_NEW_TOKENS, "zero-shot", STOP)
 
 
-def _few_shot_cot(model, tokenizer, test, batching, max_new_tokens, exemplars) -> list[dict]:
+def _few_shot_cot(generator, test, max_new_tokens, exemplars) -> list[dict]:
     prompts = [few_shot_cot_prompt(exemplars, ex["question"]) for ex in test]
-    return generate_greedy(model, tokenizer, prompts, batching, max_new_tokens, "few-shot-CoT", STOP)
+    return generator.greedy(prompts, max_new_tokens, "few-shot-CoT", STOP)
 
 
-def _zero_shot_cot(model, tokenizer, test, batching, max_new_tokens, exemplars) -> list[dict]:
+def _zero_shot_cot(generator, test, max_new_tokens, exemplars) -> list[dict]:
     # Two steps (Kojima et al.): the rationale, then the answer given that rationale.
     prompts = [rationale_prompt(ex["question"]) for ex in test]
-    rationales = generate_greedy(model, tokenizer, prompts, batching, max_new_tokens, "zero-shot-CoT", STOP)
+    rationales = generator.greedy(prompts, max_new_tokens, "zero-shot-CoT", STOP)
     answer_prompts = [
         answer_prompt(ex["question"], r["text"], answer_type_of(ex)) for ex, r in zip(test, rationales, strict=True)
     ]
-    answers = generate_greedy(model, tokenizer, answer_prompts, batching, ANSWER_MAX_NEW_TOKENS, "answers", STOP)
+    answers = generator.greedy(answer_prompts, ANSWER_MAX_NEW_TOKENS, "answers", STOP)
     return [
         {
             "text": f"{r['text'].strip()}\n{answer_type_of(ex).trigger}{a['text']}",

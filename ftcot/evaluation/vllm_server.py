@@ -1,0 +1,201 @@
+"""The ``vllm`` engine: vLLM's OpenAI-compatible server, started by the stage on the student's folder,
+asked through the official ``openai`` client, stopped when the stage is done.
+
+The prompts go as token ids, tokenized here exactly as the ``hf`` engine tokenizes them, so both
+engines see the same tokens (no special tokens added by the server). The server cannot stop a
+completion where its answer ends (a Python rule, :func:`ftcot.student.formats.answer_end`), so it
+stops at EOS, at the stop strings or at the length limit, and the text is cut here by the same
+rule as in the ``hf`` engine. A LoRA student is saved with its adapters merged into the base, so
+vLLM serves it as a plain model.
+
+``FTCOT_VLLM_STARTUP_SECONDS`` (default 900) bounds the wait for the server: loading a model and
+capturing its CUDA graphs takes minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from ftcot.evaluation.engines import VLLM, EngineUnavailable
+from ftcot.evaluation.generation import GenerationError, stop_at
+
+SERVED_NAME = "student"
+STARTUP_SECONDS_ENV = "FTCOT_VLLM_STARTUP_SECONDS"
+PROMPTS_PER_REQUEST = 256  # the server batches them itself; a request's size only bounds its body
+DTYPES = {"bf16": "bfloat16", "fp32": "float32"}
+log = logging.getLogger("ftcot")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_until_ready(process: subprocess.Popen, base_url: str, log_path: Path, timeout: float) -> None:
+    """Polls the server's model list until it answers; an error with the end of its log if the
+    process exits first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EngineUnavailable(
+                f"evaluate.engine: {VLLM}: the server exited with code {process.returncode} before it was ready; "
+                f"the end of its log ({log_path}):\n{_tail(log_path)}"
+            )
+        try:
+            with urllib.request.urlopen(f"{base_url}/models", timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise EngineUnavailable(
+        f"evaluate.engine: {VLLM}: the server did not answer within {timeout:.0f} s ({STARTUP_SECONDS_ENV} sets "
+        f"the wait); the end of its log ({log_path}):\n{_tail(log_path)}"
+    )
+
+
+def stop_server(process: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM to the server's process group (vLLM starts workers of its own), SIGKILL after ``grace``."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def model_source(model: str) -> str:
+    """What the server loads: a built-in name's converted folder, else the folder or hub id."""
+    from ftcot.student.smollm2 import smollm2_folder
+
+    return str(smollm2_folder(model) or model)
+
+
+class VllmGenerator:
+    """A :class:`ftcot.evaluation.engines.Generator` over a running vLLM server."""
+
+    encoder_decoder = False  # vLLM serves decoder-only students here
+
+    def __init__(self, base_url: str, tokenizer, context: int | None):
+        from openai import OpenAI
+
+        self.base_url, self.tokenizer, self.context = base_url, tokenizer, context
+        self.client = OpenAI(base_url=base_url, api_key="not-needed", timeout=3600.0, max_retries=2)
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(cls, command: Sequence[str], model: str, precision: str, what: str) -> Iterator[VllmGenerator]:
+        """A server on ``model`` (``what`` names its origin in errors), up for the block's length."""
+        from transformers import AutoConfig, AutoTokenizer
+
+        source = model_source(model)
+        try:
+            config = AutoConfig.from_pretrained(source)
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        except (OSError, ValueError) as err:
+            raise EngineUnavailable(f"{what} = {model!r} could not be read ({type(err).__name__}: {err})") from None
+        if getattr(config, "is_encoder_decoder", False):
+            raise EngineUnavailable(
+                f"evaluate.engine: {VLLM} serves decoder-only students, and {what} = {model!r} is an "
+                "encoder-decoder: use evaluate.engine: hf"
+            )
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}/v1"
+        args = [*command, "serve", source, "--host", "127.0.0.1", "--port", str(port)]
+        args += ["--served-model-name", SERVED_NAME, "--dtype", DTYPES[precision], "--seed", "0"]
+        log_path = Path(tempfile.mkstemp(prefix="ftcot-vllm-", suffix=".log")[1])
+        log.info("%s: starting %s (log: %s)", VLLM, " ".join(args), log_path)
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_until_ready(process, base_url, log_path, float(os.environ.get(STARTUP_SECONDS_ENV, "900")))
+            yield cls(base_url, tokenizer, getattr(config, "max_position_embeddings", None))
+        finally:
+            stop_server(process)
+        log_path.unlink(missing_ok=True)  # kept where the server failed: the error names it
+
+    def _budget(self, ids: list[int], max_new_tokens: int) -> int:
+        budget = max_new_tokens if self.context is None else min(max_new_tokens, self.context - len(ids))
+        if budget < 1:
+            raise GenerationError(
+                f"a prompt of {len(ids)} tokens leaves no room in the model's context of {self.context}"
+            )
+        return budget
+
+    def _complete(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str], **sampling) -> list[list]:
+        """The server's choices per prompt (``n`` of them), prompts grouped by their token budget."""
+        encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        budgets = [self._budget(ids, max_new_tokens) for ids in encoded]
+        choices: list[list] = [[] for _ in prompts]
+        for budget in sorted(set(budgets)):
+            group = [i for i, b in enumerate(budgets) if b == budget]
+            for start in range(0, len(group), PROMPTS_PER_REQUEST):
+                part = group[start : start + PROMPTS_PER_REQUEST]
+                answer = self.client.completions.create(
+                    model=SERVED_NAME,
+                    prompt=[encoded[i] for i in part],
+                    max_tokens=budget,
+                    stop=list(stop) or None,
+                    **sampling,
+                )
+                n = sampling.get("n", 1)
+                for choice in sorted(answer.choices, key=lambda c: c.index):
+                    choices[part[choice.index // n]].append(choice)
+        return choices
+
+    def _result(self, choice, stop: Sequence[str], ends) -> dict:
+        text, stopped = choice.text, choice.finish_reason == "stop"
+        cut = stop_at(text, stop, ends)
+        if cut is not None:
+            text, stopped = text[:cut], True
+        tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return {"text": text, "generated_tokens": tokens, "truncated": not stopped}
+
+    def greedy(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int,
+        desc: str = "generate",
+        stop: Sequence[str] = (),
+        ends: Callable[[str], int | None] | None = None,
+    ) -> list[dict]:
+        log.info("%s: %d prompts to %s", desc, len(prompts), VLLM)
+        choices = self._complete(prompts, max_new_tokens, stop, temperature=0.0)
+        return [self._result(c[0], stop, ends) for c in choices]
+
+    def samples(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int,
+        num_samples: int,
+        temperature: float,
+        seed: int,
+        ends: Callable[[str], int | None] | None = None,
+    ) -> list[list[dict]]:
+        log.info("sample: %d prompts x %d to %s", len(prompts), num_samples, VLLM)
+        sampling = {"n": num_samples, "temperature": temperature, "top_p": 1.0, "seed": seed}
+        choices = self._complete(prompts, max_new_tokens, (), extra_body={"top_k": -1}, **sampling)
+        return [[self._result(c, (), ends) for c in group] for group in choices]
