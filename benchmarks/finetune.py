@@ -90,7 +90,7 @@ def compare(params: StudentParams, data: list[dict], seed: int = 0) -> dict:
     timings = {}
     for name in ("baseline", "ours"):
         model, tokenizer = load_student(params, seed, corpus=texts)  # same initial weights for both
-        if params.method == "lora":
+        if params.tuning == "lora":
             model = wrap_lora(model, params)
         train_ds, _ = build_dataset(data, FT_COT, tokenizer, params.max_length)
         real_tokens = sum(len(x) for x in train_ds["input_ids"]) * params.epochs
@@ -103,7 +103,7 @@ def compare(params: StudentParams, data: list[dict], seed: int = 0) -> dict:
         timings[name] = {"seconds": round(seconds, 2), "real_tokens_per_second": round(real_tokens / seconds, 1)}
     return {
         "model": params.model,
-        "method": params.method,
+        "tuning": params.tuning,
         "examples": len(data),
         "batch_size": params.batch_size,
         "epochs": params.epochs,
@@ -145,7 +145,7 @@ def compare_precision(params: StudentParams, data: list[dict], rounds: int, seed
             worker.start()
             runs[precision].append(queue.get())
             worker.join()
-    out: dict = {"model": params.model, "method": params.method, "examples": len(data), "batch_size": params.batch_size}
+    out: dict = {"model": params.model, "tuning": params.tuning, "examples": len(data), "batch_size": params.batch_size}
     for precision, results in runs.items():
         out[precision] = {
             "real_tokens_per_second": statistics.median(r["real_tokens_per_second"] for r in results),
@@ -186,7 +186,7 @@ def main() -> None:
             smollm2 = StudentParams.model_validate(
                 {
                     "model": "smollm2-135m",
-                    "method": "lora",
+                    "tuning": "lora",
                     "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
                     "epochs": 1,
                     "batch_size": 4,
@@ -201,7 +201,7 @@ def main() -> None:
         paper = StudentParams.model_validate(
             {
                 "model": "smollm2-135m",
-                "method": "lora",
+                "tuning": "lora",
                 "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear"},
                 "epochs": 1,
                 "batch_size": 8,

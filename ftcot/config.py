@@ -305,7 +305,7 @@ class TinyModelParams(Section):
 
 
 class LoraParams(Section):
-    """``student.lora``: peft LoRA settings, used when ``student.method: lora``."""
+    """``student.lora``: peft LoRA settings, used when ``student.tuning: lora``."""
 
     r: int = Field(8, ge=1)
     alpha: int = Field(16, ge=1)
@@ -323,7 +323,9 @@ class StudentParams(Section):
         description="'tiny-llama', 'tiny-gpt2' or 'tiny-t5' (built from student.tiny), 'smollm2-135m' (offline), "
         "a hub id or a path.",
     )
-    method: Literal["full", "lora"] = "full"
+    tuning: Literal["full", "lora"] = Field(
+        "full", description="'full' fine-tuning, or 'lora': peft LoRA adapters on a pretrained student."
+    )
     tiny: TinyModelParams = TinyModelParams()
     lora: LoraParams = LoraParams()
     epochs: float = Field(20.0, gt=0.0)
@@ -346,7 +348,7 @@ class StudentParams(Section):
     )
     quantization: Literal["none", "4bit"] = Field(
         "none",
-        description="'4bit': QLoRA, the frozen base in 4-bit NF4 (bitsandbytes, CUDA only; student.method: lora); "
+        description="'4bit': QLoRA, the frozen base in 4-bit NF4 (bitsandbytes, CUDA only; student.tuning: lora); "
         "the saved model merges the adapters into the base in bf16.",
     )
 
@@ -468,10 +470,10 @@ class ParamsBase(Section):
     def _lora_needs_pretrained(self) -> ParamsBase:
         # Adapters on frozen random weights learn next to nothing (Last Letters: 0% parse rate,
         # every completion cut at the limit). The library still allows it, for cheap tests.
-        if self.student.method == "lora" and self.student.model in TINY_STUDENTS:
+        if self.student.tuning == "lora" and self.student.model in TINY_STUDENTS:
             raise ValueError(
-                f"student.method: lora needs a pretrained student, but student.model is {self.student.model!r} "
-                "(random weights, trained from scratch): use student.method: full, or e.g. "
+                f"student.tuning: lora needs a pretrained student, but student.model is {self.student.model!r} "
+                "(random weights, trained from scratch): use student.tuning: full, or e.g. "
                 "student.model: smollm2-135m"
             )
         return self
@@ -479,12 +481,12 @@ class ParamsBase(Section):
     @model_validator(mode="after")
     def _quantization_needs_lora(self) -> ParamsBase:
         if self.student.quantization != "none" and (
-            self.student.method != "lora" or self.student.model in TINY_STUDENTS
+            self.student.tuning != "lora" or self.student.model in TINY_STUDENTS
         ):
             raise ValueError(
                 f"student.quantization: {self.student.quantization} quantizes a pretrained base under LoRA adapters "
-                f"(QLoRA): it needs student.method: lora and a pretrained student.model, not "
-                f"{self.student.method} on {self.student.model!r}"
+                f"(QLoRA): it needs student.tuning: lora and a pretrained student.model, not "
+                f"{self.student.tuning} on {self.student.model!r}"
             )
         return self
 
@@ -511,11 +513,17 @@ def params_model(tasks: dict[str, Task]) -> type[ParamsBase]:
 Params = params_model(TASKS)  # for the built-in tasks: documentation, library callers and tests
 
 
+# Keys that were renamed: an old params file is told the new name, not only that the key is unknown.
+RENAMED = {"student.method": "student.tuning"}
+
+
 def _format_error(path: Path, err: ValidationError) -> str:
     lines = [f"{path}: invalid parameters:"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "extra_forbidden" and key in RENAMED:
+            msg = f"renamed {RENAMED[key]} (same values)"
+        elif e["type"] == "extra_forbidden":
             msg = "unknown key (remove it or check its spelling)"
         elif e["type"].endswith("_type") and e["input"] is not None:
             # Only the type is echoed, never the value: a misplaced secret must not reach a log.

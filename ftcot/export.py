@@ -43,8 +43,8 @@ def model_card(
     dataset_name: str,
 ) -> str:
     """README.md of an exported student."""
-    method = student["method"]
-    tags = ["fine-tune-cot", "chain-of-thought", "distillation"] + (["lora", "peft"] if method == "lora" else [])
+    tuning = student["tuning"]
+    tags = ["fine-tune-cot", "chain-of-thought", "distillation"] + (["lora", "peft"] if tuning == "lora" else [])
     accuracy = test_metrics["accuracy"]
     meta = {
         "base_model": base_model,
@@ -83,7 +83,7 @@ def model_card(
         "Prompt: the question followed by ` ###`; the model writes its rationale, then ` --> ` and the answer.",
         "",
     ]
-    if method == "lora":
+    if tuning == "lora":
         lines += [
             f"The weights here are the LoRA adapter merged into the base model. The adapter alone is in "
             f"`adapter/` (peft: `PeftModel.from_pretrained(base, 'adapter')`; vLLM and TGI load it as a LoRA "

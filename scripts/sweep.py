@@ -4,7 +4,7 @@ dataset size, student size, teacher) and its ablations, each one command.
     python scripts/sweep.py --set diversity=1,2,4,8
     python scripts/sweep.py --set data.max_train=50,100,all --name dataset-size
     python scripts/sweep.py --set filter.keep=correct,all --jobs 2
-    python scripts/sweep.py --set student.model=tiny-llama,smollm2-135m --set student.method=full
+    python scripts/sweep.py --set student.model=tiny-llama,smollm2-135m --set student.tuning=full
 
 1. every combination of the --set values (`all` / `null` means null, e.g. no cap) is checked
    against params.yaml's schema, then queued as one experiment

@@ -24,7 +24,7 @@ def test_defaults_fill_missing_sections():
     params = parse_params(minimal())
     assert params.seed == 0
     assert params.student.model == "tiny-llama"
-    assert params.student.method == "full"
+    assert params.student.tuning == "full"
 
 
 def test_unknown_key_is_named():
@@ -53,9 +53,11 @@ def test_unknown_backend_is_rejected():
         parse_params(minimal() | {"teacher": {"backend": "gpt5"}})
 
 
-def test_unknown_method_is_rejected():
-    with pytest.raises(ConfigError, match=r"student\.method"):
-        parse_params(minimal() | {"student": {"method": "qlora"}})
+def test_unknown_tuning_is_rejected_and_the_old_key_is_told_its_new_name():
+    with pytest.raises(ConfigError, match=r"student\.tuning"):
+        parse_params(minimal() | {"student": {"tuning": "qlora"}})
+    with pytest.raises(ConfigError, match=r"student\.method: renamed student\.tuning \(same values\)"):
+        parse_params(minimal() | {"student": {"method": "lora"}})
 
 
 def test_impossible_tiny_shape_is_rejected():
@@ -224,9 +226,9 @@ def test_the_parameters_page_lists_every_parameter_with_its_params_yaml_value():
 
 def test_lora_on_a_student_trained_from_scratch_is_a_parameter_error():
     for model in TINY_STUDENTS:
-        with pytest.raises(ConfigError, match=r"student.method: lora needs a pretrained student, but student.model"):
-            parse_params(minimal() | {"student": {"model": model, "method": "lora"}})
-    assert parse_params(minimal() | {"student": {"model": "smollm2-135m", "method": "lora"}}).student.method == "lora"
+        with pytest.raises(ConfigError, match=r"student.tuning: lora needs a pretrained student, but student.model"):
+            parse_params(minimal() | {"student": {"model": model, "tuning": "lora"}})
+    assert parse_params(minimal() | {"student": {"model": "smollm2-135m", "tuning": "lora"}}).student.tuning == "lora"
 
 
 def test_seeds_are_distinct_non_negative_and_at_least_one():

@@ -3,6 +3,7 @@ Without a GPU, vLLM's command is played by ftcot.testing.fake_vllm (its argument
 its own decoding through transformers); the real one's agreement with hf is measured by
 benchmarks/gpu.py where a GPU is lent."""
 
+import functools
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from test_evaluate_stage import TINY, project, records, run_stage, write_jsonl
 from ftcot.config import StudentParams
 from ftcot.evaluation.engines import HF, VLLM, VLLM_ENV, EngineUnavailable, check_engine, open_generator
 from ftcot.evaluation.prompting import STOP, run_prompting
+from ftcot.student.formats import answer_end, student_prompt
 from ftcot.student.training import finetune
 
 FAKE_VLLM = f"{sys.executable} -m ftcot.testing.fake_vllm"
@@ -55,23 +57,23 @@ def test_the_check_stage_stops_a_vllm_run_before_any_student_is_trained(tmp_path
 
 
 def test_the_evaluate_stage_on_vllm_agrees_with_hf_and_stops_its_server(student, tmp_path):
-    write_jsonl(tmp_path / "test.jsonl", records(12, rationale=False))
+    test = records(12, rationale=False)
+    write_jsonl(tmp_path / "test.jsonl", test)
+    project(tmp_path, evaluate={"engine": VLLM, "batch_size": 8, "max_new_tokens": 24, "samples": 2})
+    args = ["--variant", "ft_cot", "--seed", "0", "--model", str(student), "--test", "test.jsonl"]
     env = {**os.environ, VLLM_ENV: FAKE_VLLM}
-    predictions = {}
-    for engine in (HF, VLLM):
-        project(tmp_path, evaluate={"engine": engine, "batch_size": 8, "max_new_tokens": 24, "samples": 2})
-        args = ["--variant", "ft_cot", "--seed", "0", "--model", str(student), "--test", "test.jsonl"]
-        done = run_stage(
-            tmp_path, "evaluate", *args, "--predictions", f"{engine}.jsonl", "--metrics", f"{engine}.json", env=env
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert json.loads((tmp_path / f"{engine}.json").read_text())["engine"] == engine
-        predictions[engine] = [json.loads(line) for line in (tmp_path / f"{engine}.jsonl").read_text().splitlines()]
-    hf, vllm = predictions[HF], predictions[VLLM]
-    assert [p["id"] for p in vllm] == [p["id"] for p in hf]
-    agree = sum(a["generated"] == b["generated"] for a, b in zip(hf, vllm, strict=True)) / len(hf)
-    assert agree >= 0.98, [(a["generated"], b["generated"]) for a, b in zip(hf, vllm, strict=True)]
-    assert [p["prediction"] for p in vllm] == [p["prediction"] for p in hf]
+    done = run_stage(tmp_path, "evaluate", *args, "--predictions", "p.jsonl", "--metrics", "m.json", env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "m.json").read_text())["engine"] == VLLM
+    vllm = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    # the hf engine on the same student and prompts, in this process
+    with open_generator(HF, str(student), "fp32", 8, what="--model") as generator:
+        prompts = [student_prompt(ex["question"]) for ex in test]
+        hf = generator.greedy(prompts, 24, ends=functools.partial(answer_end, "ft_cot"))
+    assert [p["id"] for p in vllm] == [ex["id"] for ex in test]
+    agree = sum(a["text"] == b["generated"] for a, b in zip(hf, vllm, strict=True)) / len(hf)
+    assert agree >= 0.98, [(a["text"], b["generated"]) for a, b in zip(hf, vllm, strict=True)]
+    assert [p["truncated"] for p in vllm] == [g["truncated"] for g in hf]
     assert all(len(p["samples"]) == 2 for p in vllm)  # self-consistency's samples, n per prompt
     assert not fake_vllm_alive()  # the stage stopped the server it started
 

@@ -15,7 +15,7 @@ def header(card: str) -> dict:
 
 def test_a_lora_students_card_names_its_base_its_adapter_and_its_accuracy():
     card = model_card(
-        "coin_flip", "ft_cot", 0, "HuggingFaceTB/SmolLM2-135M-Instruct", {"method": "lora", "r": 8}, TRAIN, TEST,
+        "coin_flip", "ft_cot", 0, "HuggingFaceTB/SmolLM2-135M-Instruct", {"tuning": "lora", "r": 8}, TRAIN, TEST,
         "text-davinci-002", "abc123", "coin_flip-rationales",
     )  # fmt: skip
     meta = header(card)
@@ -23,7 +23,7 @@ def test_a_lora_students_card_names_its_base_its_adapter_and_its_accuracy():
     assert meta["model-index"][0]["results"][0]["metrics"] == [{"type": "accuracy", "value": 90.0}]
     assert "90.0% (135 of 150 test questions), 95% Wilson interval 85.0–94.0%" in card
     assert "`adapter/`" in card and "GGUF" in card and "commit `abc123`" in card
-    full = model_card("coin_flip", "vanilla", 1, "tiny-llama", {"method": "full"}, TRAIN, TEST, "oracle", None, "x")
+    full = model_card("coin_flip", "vanilla", 1, "tiny-llama", {"tuning": "full"}, TRAIN, TEST, "oracle", None, "x")
     assert "adapter" not in full and "GGUF" not in full
 
 

@@ -542,7 +542,7 @@ def test_bf16_evaluation_loads_the_saved_student_in_bf16(tmp_path):
 def test_bf16_lora_trains_over_a_bf16_base_and_saves_onto_the_fp32_base(tmp_path):
     """LoRA in bf16: the frozen base runs in bf16, the adapters train in fp32, and the saved model
     is the adapters merged into the base as loaded (fp32, not rounded to bf16 on the way)."""
-    lora = {"method": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["c_attn"]}}
+    lora = {"tuning": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["c_attn"]}}
     fp32, _ = finetune(examples(), [], "ft_cot", params(precision="fp32", **lora), 0, tmp_path / "a")
     bf16, _ = finetune(examples(), [], "ft_cot", params(precision="bf16", **lora), 0, tmp_path / "b")
     assert bf16["precision"] == "bf16" and bf16["trainable_parameters"] == fp32["trainable_parameters"]

@@ -98,7 +98,7 @@ def write_report(params: Params) -> None:
 
     setup = {
         "teacher": teacher_label(params.teacher.model_dump(mode="json")),
-        "student": params.student.model + (" (LoRA)" if params.student.method == "lora" else ""),
+        "student": params.student.model + (" (LoRA)" if params.student.tuning == "lora" else ""),
         "diversity": params.diversity,
         "self_consistency_samples": params.evaluate.samples,
         "seeds": seeds,

@@ -407,10 +407,10 @@ def finetune(
     # LoRA in bf16: the frozen base in bf16 (half the memory traffic, no cast of every weight at every
     # step as under autocast alone); the adapters, their gradients and the optimizer stay fp32 (peft
     # keeps adapters fp32 over a bf16 base), and the saved model is merged into the fp32 base.
-    bf16_base = precision == "bf16" and params.method == "lora"
+    bf16_base = precision == "bf16" and params.tuning == "lora"
     if bf16_base:
         model = model.to(torch.bfloat16)
-    if params.method == "lora":
+    if params.tuning == "lora":
         model = wrap_lora(model, params)
     trainable, total = count_parameters(model)
 
@@ -425,7 +425,7 @@ def finetune(
 
     if state.is_world_process_zero:  # under torchrun / accelerate, one process writes
         output_dir = Path(output_dir)
-        if params.method == "lora":
+        if params.tuning == "lora":
             if bf16_base or params.quantization != "none":
                 # The adapters onto the base as loaded, unquantized: what evaluation and export read.
                 model = _onto_fp32_base(model, params.model_copy(update={"quantization": "none"}), seed, texts)
@@ -449,7 +449,7 @@ def finetune(
     ]
     metrics = {
         "format_version": FORMAT_VERSION,
-        "method": params.method,
+        "tuning": params.tuning,
         "model": params.model,
         "precision": precision,
         "architecture": "encoder-decoder" if enc_dec else "decoder",
