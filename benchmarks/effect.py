@@ -79,7 +79,7 @@ def prepare_splits(params: Params, task: str) -> dict[str, list[dict]]:
     teacher = build_teacher(params, task, records, cache)
     rationales, _ = teach(train, teacher, cache, params.diversity, t.temperature, t.max_tokens)
     kept, _ = filter_rationales(rationales)
-    return build_finetune_sets(records, kept, params.split.val_fraction, params.seed)
+    return build_finetune_sets(records, kept, params.finetune_sets.val_fraction, params.seed)
 
 
 def evaluate_saved(params: Params, variant: str, model_dir: Path, test: list[dict]) -> tuple[dict, list[dict]]:

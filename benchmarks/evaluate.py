@@ -211,7 +211,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--out", default="metrics/bench_evaluate.json")
     parser.add_argument("--student", help="a trained student's folder: also compare the stage's decoding paths on it")
-    parser.add_argument("--test", help="its task's test set (test.jsonl of stage split)")
+    parser.add_argument("--test", help="its task's test set (test.jsonl of stage finetune_sets)")
     parser.add_argument("--variant", default=FT_COT)
     parser.add_argument("--student-max-new-tokens", type=int, default=128, help="as evaluate.max_new_tokens")
     parser.add_argument("--only-student", action="store_true", help="only the student comparison; keep the rest")

@@ -6,7 +6,7 @@ where every stage imported torch, transformers and peft (as they all once did), 
 For each stage script, the wall time of `python stages/<stage>.py --help` (Python, the stage's
 imports, argument parsing; the median of --repeats fresh processes), and the same with
 ``import torch, transformers, peft`` first. A task of the paper run starts check, fetch, teach,
-filter, split and report once, finetune twice (Fine-tune-CoT, vanilla), evaluate twice and prompt
+filter, finetune_sets and report once, finetune twice (Fine-tune-CoT, vanilla), evaluate twice and prompt
 three times (zero-shot, zero-shot-CoT, few-shot-CoT): ``per_task_seconds`` weighs the stages so,
 and ``speedup`` = baseline / ours for it. Only finetune, evaluate and prompt need torch; the others
 must not import it (tests/test_stage_imports.py holds them to that).
@@ -31,7 +31,7 @@ STARTS_PER_TASK = {
     "fetch": 1,
     "teach": 1,
     "filter": 1,
-    "split": 1,
+    "finetune_sets": 1,
     "finetune": 2,
     "evaluate": 2,
     "prompt": 3,

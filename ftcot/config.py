@@ -275,8 +275,9 @@ class FilterParams(Section):
     )
 
 
-class SplitParams(Section):
-    """``split``: fine-tuning sets from the kept rationales (stage ``split``)."""
+class FinetuneSetsParams(Section):
+    """``finetune_sets``: the fine-tuning sets (train and validation per method) from the kept
+    rationales (stage ``finetune_sets``)."""
 
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of train questions held out for validation.")
 
@@ -452,7 +453,7 @@ class ParamsBase(Section):
     data: DataSection
     teacher: TeacherParams = TeacherParams()
     filter: FilterParams = FilterParams()
-    split: SplitParams = SplitParams()
+    finetune_sets: FinetuneSetsParams = FinetuneSetsParams()
     student: StudentParams = StudentParams()
     evaluate: EvaluateParams = EvaluateParams()
     methods: MethodsParams = MethodsParams()
@@ -514,7 +515,7 @@ Params = params_model(TASKS)  # for the built-in tasks: documentation, library c
 
 
 # Keys that were renamed: an old params file is told the new name, not only that the key is unknown.
-RENAMED = {"student.method": "student.tuning"}
+RENAMED = {"student.method": "student.tuning", "split": "finetune_sets"}
 
 
 def _format_error(path: Path, err: ValidationError) -> str:

@@ -2,7 +2,7 @@
 accuracy, and with evaluate.samples = k a self-consistency vote over k sampled completions.
 
     python stages/evaluate.py --variant ft_cot --seed 0 --model models/coin_flip/ft_cot/seed0 \
-        --test data/split/coin_flip/test.jsonl \
+        --test data/finetune_sets/coin_flip/test.jsonl \
         --predictions data/evaluate/coin_flip/ft_cot/seed0.jsonl \
         --metrics metrics/evaluate/coin_flip/ft_cot/seed0.json
 

@@ -1,7 +1,7 @@
 """Stage finetune: train the student on one task and variant (ft_cot or vanilla).
 
     python stages/finetune.py --task coin_flip --variant ft_cot --seed 0 \
-        --train data/split/coin_flip/train_ft_cot.jsonl --val data/split/coin_flip/val_ft_cot.jsonl \
+        --train data/finetune_sets/coin_flip/train_ft_cot.jsonl --val data/finetune_sets/coin_flip/val_ft_cot.jsonl \
         --out models/coin_flip/ft_cot/seed0 --metrics metrics/finetune/coin_flip/ft_cot/seed0.json \
         --live curves/coin_flip/ft_cot/seed0
 

@@ -1,8 +1,8 @@
 """Stage prompt: the pretrained student, before fine-tuning, prompted on the test set (the paper's
 zero-shot, zero-shot-CoT and few-shot-CoT baselines; formats in ftcot/methods.py).
 
-    python stages/prompt.py --method few_shot_cot --test data/split/coin_flip/test.jsonl \
-        --examples data/split/coin_flip/train_ft_cot.jsonl \
+    python stages/prompt.py --method few_shot_cot --test data/finetune_sets/coin_flip/test.jsonl \
+        --examples data/finetune_sets/coin_flip/train_ft_cot.jsonl \
         --predictions data/evaluate/coin_flip/few_shot_cot.jsonl \
         --metrics metrics/evaluate/coin_flip/few_shot_cot.json
 

@@ -83,4 +83,4 @@ def test_a_task_of_your_own_runs_from_a_jsonl_file_to_the_report(tmp_path):
     run(["dvc", "repro", "fetch@capitals"], root, env)
     assert "Newtown39" in read(root, "data/fetch/capitals.jsonl")
     changed = set(json.loads(run(["dvc", "status", "--json"], root, env).stdout))
-    assert changed == {"teach@capitals", "split@capitals"}  # and, once they run, what follows from them
+    assert changed == {"teach@capitals", "finetune_sets@capitals"}  # and, once they run, what follows from them

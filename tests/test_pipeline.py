@@ -136,7 +136,7 @@ def test_a_forced_rerun_elsewhere_on_another_cpu_with_a_cold_cache_is_byte_ident
     forced = run([*simulated["prefix"], "dvc", "repro", "--force", *students], other, env)
     assert stages_run(forced.stdout) == {
         "check",
-        *(f"{stage}@coin_flip" for stage in ("fetch", "teach", "filter", "split")),
+        *(f"{stage}@coin_flip" for stage in ("fetch", "teach", "filter", "finetune_sets")),
         *(f"{stage}@coin_flip-{variant}-0" for stage in ("finetune", "evaluate") for variant in ("ft_cot", "vanilla")),
     }
     mine, theirs = tracked_outputs(root), tracked_outputs(other)
@@ -195,7 +195,7 @@ def test_code_and_replay_folder_edits_rerun_exactly_the_stages_that_use_them(pro
     # The zero-shot-CoT prompts: only the teacher asks with them (and the report digests all code).
     prompts = changed_after("ftcot/teacher/prompts.py", append)
     assert {"teach@coin_flip", "teach@last_letter_concatenation", "report"} <= prompts
-    assert not {s for s in prompts if s.startswith(("check", "fetch@", "filter@", "split@", "finetune@"))}
+    assert not {s for s in prompts if s.startswith(("check", "fetch@", "filter@", "finetune_sets@", "finetune@"))}
     # The answer types (rules, triggers): every stage that reads or scores answers, the teacher's included.
     answers = changed_after("ftcot/answers.py", append)
     assert {
@@ -210,7 +210,7 @@ def test_code_and_replay_folder_edits_rerun_exactly_the_stages_that_use_them(pro
     # Another replay folder is another teacher input.
     replay = changed_after("params.yaml", lambda p: p.write_text(p.read_text().replace("dir: replay", "dir: stages")))
     assert {"teach@coin_flip", "teach@last_letter_concatenation"} <= replay
-    assert not {s for s in replay if s.startswith(("fetch@", "split@", "finetune@"))}
+    assert not {s for s in replay if s.startswith(("fetch@", "finetune_sets@", "finetune@"))}
 
 
 def test_adding_a_seed_trains_only_that_seed(project):
@@ -245,7 +245,7 @@ def test_student_or_evaluation_changes_never_touch_the_teacher(project):
     finally:
         (root / "params.yaml").write_text(original)
     assert "finetune@coin_flip-ft_cot-0" in changed and "evaluate@coin_flip-vanilla-1" in changed
-    assert not {s for s in changed if s.startswith(("fetch@", "teach@", "filter@", "split@"))}
+    assert not {s for s in changed if s.startswith(("fetch@", "teach@", "filter@", "finetune_sets@"))}
 
 
 def test_report_refuses_predictions_that_do_not_match_the_test_set(project):

@@ -42,7 +42,7 @@ def test_a_param_changed_and_changed_back_or_committed_on_a_branch_restores_from
     chain = {
         "teach@coin_flip",
         "filter@coin_flip",
-        "split@coin_flip",
+        "finetune_sets@coin_flip",
         "finetune@coin_flip-ft_cot-0",
         "evaluate@coin_flip-ft_cot-0",
     }

@@ -1,7 +1,7 @@
-"""Stage split: fine-tuning sets (train / validation per variant) and the test set.
+"""Stage finetune_sets: the fine-tuning sets (train / validation per method) and the test set.
 
-    python stages/split.py --records data/fetch/coin_flip.jsonl --kept data/filter/coin_flip.jsonl \
-        --out-dir data/split/coin_flip
+    python stages/finetune_sets.py --records data/fetch/coin_flip.jsonl --kept data/filter/coin_flip.jsonl \
+        --out-dir data/finetune_sets/coin_flip
 
 Writes train_ft_cot, val_ft_cot, train_vanilla, val_vanilla and test (.jsonl) to --out-dir.
 """
@@ -27,12 +27,16 @@ def main() -> None:
     kept = read_jsonl(args.kept, required=("id", "question_id", "sample_index", "rationale"))
     # With data.drop_test_duplicates: false (the paper's exact split) a train question may have a
     # test question's text: then only ids are checked for leakage.
-    splits = build_finetune_sets(
-        records, kept, params.split.val_fraction, params.seed, same_text_allowed=not params.data.drop_test_duplicates
+    sets = build_finetune_sets(
+        records,
+        kept,
+        params.finetune_sets.val_fraction,
+        params.seed,
+        same_text_allowed=not params.data.drop_test_duplicates,
     )
-    for name, examples in splits.items():
+    for name, examples in sets.items():
         write_jsonl(Path(args.out_dir) / f"{name}.jsonl", examples)
-    log.info("split sizes: %s", {name: len(v) for name, v in splits.items()})
+    log.info("fine-tuning sets: %s", {name: len(v) for name, v in sets.items()})
 
 
 if __name__ == "__main__":
