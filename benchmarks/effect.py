@@ -20,9 +20,9 @@ seeds; seconds per student (training, evaluation); and the machine.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -33,22 +33,22 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # Before torch is imported anywhere: the math libraries read these at their first use.
-from ftcot.numerics import compute_device, pin_cpu_numerics, pin_environment  # noqa: E402
+from ftcot.numerics import pin_cpu_numerics, pin_environment  # noqa: E402
 
 pin_environment()
 
-import torch  # noqa: E402
-from transformers import AutoTokenizer  # noqa: E402
+from machine import describe_machine  # noqa: E402
 
 from ftcot.config import Params, load_params  # noqa: E402
 from ftcot.data.fetching import fetch_task  # noqa: E402
-from ftcot.evaluation.generation import generate_greedy  # noqa: E402
+from ftcot.evaluation.engines import open_generator  # noqa: E402
+from ftcot.evaluation.memory import Batching  # noqa: E402
 from ftcot.evaluation.scoring import score_predictions, summarize_predictions  # noqa: E402
 from ftcot.io import DOWNLOADS, TEACHER_ANSWERS, cache_folder, write_json, write_jsonl  # noqa: E402
 from ftcot.methods import FINETUNE_METHODS, FT_COT, VANILLA  # noqa: E402
 from ftcot.student.finetune_sets import build_finetune_sets  # noqa: E402
-from ftcot.student.formats import student_prompt  # noqa: E402
-from ftcot.student.models import is_encoder_decoder, load_model  # noqa: E402
+from ftcot.student.formats import answer_end, student_prompt  # noqa: E402
+from ftcot.student.models import student_precision  # noqa: E402
 from ftcot.student.training import finetune  # noqa: E402
 from ftcot.teacher.backends import build_teacher  # noqa: E402
 from ftcot.teacher.cache import CompletionCache  # noqa: E402
@@ -83,14 +83,15 @@ def prepare_splits(params: Params, task: str) -> dict[str, list[dict]]:
 
 
 def evaluate_saved(params: Params, variant: str, model_dir: Path, test: list[dict]) -> tuple[dict, list[dict]]:
-    """Stage evaluate: the saved student reloaded from its folder, greedy decoding, strict scoring.
-    Returns the metrics and the predictions."""
-    device = compute_device()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = load_model(model_dir).to(device)
-    prompts = [student_prompt(ex["question"], is_encoder_decoder(model)) for ex in test]
+    """Stage evaluate on the saved student, through the functions the stage calls: its engine
+    (reloaded from the folder), greedy decoding to the answer's end, strict scoring. Returns the
+    metrics and the predictions."""
     e = params.evaluate
-    generations = generate_greedy(model, tokenizer, prompts, e.batch_size, e.max_new_tokens)
+    precision = student_precision(params.student.model, params.student.precision)
+    batching = Batching(e.batch_size, e.memory_fraction)
+    with open_generator(e.engine, str(model_dir), precision, batching, what=str(model_dir)) as generator:
+        prompts = [student_prompt(ex["question"], generator.encoder_decoder) for ex in test]
+        generations = generator.greedy(prompts, e.max_new_tokens, ends=functools.partial(answer_end, variant))
     predictions = score_predictions(test, generations, variant)
     return summarize_predictions(predictions, [ex["id"] for ex in test]), predictions
 
@@ -152,26 +153,6 @@ def summarize(per_seed: dict[int, dict[str, dict]], tasks: list[str]) -> dict[st
             "separated_in_every_seed": all(r["separated"] for r in rows),
         }
     return summary
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cores": os.cpu_count(),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "torch_threads": torch.get_num_threads(),
-        "device": compute_device(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 # The levers, one at a time from the old default to the new one (seed 0, both tasks, both variants):
@@ -293,7 +274,7 @@ def main() -> None:
             "cpu_seconds": round(time.process_time() - cpu_start, 1),
             "load_average_1min_at_start": load_at_start,
             "numerics": numerics,
-            "machine": machine(),
+            "machine": describe_machine(),
         },
     )
 

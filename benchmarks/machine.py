@@ -7,8 +7,6 @@ import os
 import platform
 from pathlib import Path
 
-import torch
-
 from ftcot.numerics import cpu_has_native_bf16
 
 
@@ -23,6 +21,8 @@ def cpu_model() -> str:
 
 
 def describe_machine() -> dict:
+    import torch  # here: the benchmarks that only read /proc/cpuinfo do not load it
+
     return {
         "cores": os.cpu_count(),
         "cpu": cpu_model(),

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_model
+
 from ftcot.io import write_json
 from ftcot.testing.project import (
     REPO,
@@ -72,7 +74,7 @@ def main() -> None:
     results["machine"] = {
         "cores": os.cpu_count(),
         "device": "cpu",
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
@@ -80,16 +82,6 @@ def main() -> None:
     native_diff = len(results["native"]["differing"])
     print(f"portable identical: {results['portable']['identical']}; native: {native_diff} outputs differ")
     print(f"speedup (native / portable time): {results['speedup']}")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

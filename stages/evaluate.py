@@ -15,16 +15,9 @@ import functools
 from ftcot.config import load_params
 from ftcot.evaluation.engines import open_generator
 from ftcot.evaluation.memory import Batching
-from ftcot.evaluation.scoring import (
-    describe_metrics,
-    read_test_set,
-    score_predictions,
-    summarize_predictions,
-    truncation_warning,
-)
-from ftcot.io import write_json, write_jsonl
+from ftcot.evaluation.scoring import read_test_set, score_and_write
 from ftcot.methods import FINETUNE_METHODS
-from ftcot.stage import log, run_stage
+from ftcot.stage import run_stage
 from ftcot.student.formats import answer_end, student_prompt
 from ftcot.student.models import student_precision
 
@@ -54,14 +47,18 @@ def main() -> None:
             samples = generator.samples(
                 prompts, evaluate.max_new_tokens, evaluate.samples, evaluate.temperature, args.seed, ends=ends
             )
-    predictions = score_predictions(test, generations, args.variant, samples)
-    metrics = summarize_predictions(predictions, [ex["id"] for ex in test])
-    write_jsonl(args.predictions, predictions)
     run = {"method": args.variant, "seed": args.seed, "precision": precision, "engine": evaluate.engine}
-    write_json(args.metrics, run | metrics)
-    log.info("%s: %s", args.model, describe_metrics(metrics))  # names the task, method and seed
-    if warning := truncation_warning(metrics, params.evaluate.max_new_tokens):
-        log.warning("%s", warning)
+    score_and_write(
+        test,
+        generations,
+        args.variant,
+        run,
+        predictions_path=args.predictions,
+        metrics_path=args.metrics,
+        max_new_tokens=evaluate.max_new_tokens,
+        samples=samples,
+        label=args.model,  # the model's folder names the task, the method and the seed
+    )
 
 
 if __name__ == "__main__":

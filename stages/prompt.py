@@ -16,16 +16,10 @@ from ftcot.config import load_params
 from ftcot.evaluation.engines import open_generator
 from ftcot.evaluation.memory import Batching
 from ftcot.evaluation.prompting import run_prompting, select_exemplars
-from ftcot.evaluation.scoring import (
-    describe_metrics,
-    read_test_set,
-    score_predictions,
-    summarize_predictions,
-    truncation_warning,
-)
-from ftcot.io import read_jsonl, write_json, write_jsonl
+from ftcot.evaluation.scoring import read_test_set, score_and_write
+from ftcot.io import read_jsonl
 from ftcot.methods import PROMPTING_METHODS, get_method
-from ftcot.stage import log, run_stage
+from ftcot.stage import run_stage
 from ftcot.student.models import student_precision
 
 
@@ -49,14 +43,8 @@ def main() -> None:
     batching = Batching(evaluate.batch_size, evaluate.memory_fraction)
     with open_generator(evaluate.engine, params.student.model, precision, batching, what="student.model") as generator:
         generations = run_prompting(args.method, generator, test, evaluate.max_new_tokens, exemplars)
-    predictions = score_predictions(test, generations, args.method)
-    metrics = summarize_predictions(predictions, [ex["id"] for ex in test])
-    write_jsonl(args.predictions, predictions)
     run = {"method": args.method, "model": params.student.model, "precision": precision, "engine": evaluate.engine}
-    write_json(args.metrics, run | metrics)
-    log.info("%s", describe_metrics(metrics))
-    if warning := truncation_warning(metrics, params.evaluate.max_new_tokens):
-        log.warning("%s", warning)
+    score_and_write(test, generations, args.method, run, args.predictions, args.metrics, evaluate.max_new_tokens)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ optional self-consistency vote."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 
@@ -12,6 +13,8 @@ from ftcot.answers import RULES_VERSION, answer_type_of, contains_answer, extrac
 from ftcot.errors import FtcotError
 from ftcot.io import read_jsonl
 from ftcot.methods import get_method
+
+log = logging.getLogger("ftcot")
 
 
 class EvaluationError(FtcotError, ValueError):
@@ -181,3 +184,29 @@ def describe_metrics(metrics: dict) -> str:
             f"; self-consistency ({sc['samples']} samples) {sc['accuracy']:.3f}, votes parsed {sc['parse_rate']:.3f}"
         )
     return line
+
+
+def score_and_write(
+    test: Sequence[dict],
+    generations: Sequence[dict],
+    method: str,
+    run: dict,
+    predictions_path: str,
+    metrics_path: str,
+    max_new_tokens: int,
+    samples: Sequence[Sequence[dict]] | None = None,
+    label: str = "",
+) -> dict:
+    """The end of stages evaluate and prompt: the generations scored against ``test``, the
+    predictions and the metrics (``run``'s fields first: what ran, how) written, the result logged
+    (after ``label``) with a warning where completions hit ``max_new_tokens``. Returns the metrics."""
+    from ftcot.io import write_json, write_jsonl
+
+    predictions = score_predictions(test, generations, method, samples)
+    metrics = run | summarize_predictions(predictions, [ex["id"] for ex in test])
+    write_jsonl(predictions_path, predictions)
+    write_json(metrics_path, metrics)
+    log.info("%s%s", f"{label}: " if label else "", describe_metrics(metrics))
+    if warning := truncation_warning(metrics, max_new_tokens):
+        log.warning("%s", warning)
+    return metrics

@@ -58,19 +58,10 @@ BACKENDS: dict[str, Backend] = {
             OPENAI,
             "any OpenAI-compatible server",
             "ftcot.teacher.openai_compat",
-            (
-                "teacher.model",
-                "teacher.base_url",
-                "teacher.api_key_env",
-                "teacher.api",
-                "teacher.concurrency",
-                "teacher.timeout",
-                "teacher.max_retries",
-                "teacher.batch",
-                "teacher.batch_poll_seconds",
-                "teacher.batch_max_requests",
-                "teacher.batch_max_bytes",
-                "teacher.batch_concurrency",
+            tuple(
+                f"teacher.{key}"
+                for key in "model base_url api_key_env api concurrency timeout max_retries batch batch_poll_seconds "
+                "batch_max_requests batch_max_bytes batch_concurrency".split()
             ),
             lambda t: {"api": t["api"], "base_url": url_without_credentials(t["base_url"]) or DEFAULT_OPENAI_URL},
             paid=True,
