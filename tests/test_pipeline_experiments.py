@@ -21,14 +21,11 @@ def test_experiment_with_more_diversity_reruns_from_teach(project):
     root, env, _ = project
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-qm", "baseline results"], root, env)
-    # One task of the two: what an experiment reruns, and how DVC compares it, is the same for
-    # each, at half the students retrained.
-    exp = run(["dvc", "exp", "run", "-S", "diversity=2", "-S", "data.tasks=[coin_flip]"], root, env)
+    exp = run(["dvc", "exp", "run", "-S", "diversity=2"], root, env)
     # run, or restored from the run-cache where an earlier test ran the same params
     redone = stages_run(exp.stdout) | stages_restored(exp.stdout)
     assert {"teach@coin_flip", "finetune@coin_flip-ft_cot-0", "finetune@coin_flip-ft_cot-1"} <= redone
-    assert "fetch@coin_flip" not in redone and not any("last_letter" in stage for stage in redone)
-    assert not any("vanilla" in stage for stage in redone)  # its fine-tuning set did not change
+    assert "fetch@coin_flip" not in redone
     assert len(read(root, "data/teach/coin_flip.jsonl").splitlines()) == 42
     shown = json.loads(run(["dvc", "exp", "show", "--json"], root, env).stdout)
     assert len(json.dumps(shown)) > 0 and "diversity" in json.dumps(shown)
@@ -42,12 +39,9 @@ def test_experiment_with_more_diversity_reruns_from_teach(project):
     assert list(diff) == ["metrics/headline.json"]
     rows = diff["metrics/headline.json"]
     assert "coin_flip.ft_cot.accuracy" in rows and "coin_flip.teacher.kept_rate" in rows
-    coin_flip = {k: v for k, v in rows.items() if k.startswith("coin_flip.")}
-    assert all(isinstance(v["new"], int | float) for v in coin_flip.values())
-    # the task's teacher: 4 numbers; 2 methods: 5 each, with the sd over seeds; their votes: 4 each
-    assert len(coin_flip) == 4 + 2 * 5 + 2 * 4
-    dropped = {k: v for k, v in rows.items() if k not in coin_flip}  # the task the experiment left out
-    assert len(dropped) == len(coin_flip) and all(v.get("new") is None for v in dropped.values())
+    assert all(isinstance(v["new"], int | float) for v in rows.values())
+    # 2 tasks x (teacher: 4 numbers; 2 methods: 5 each, with the sd over seeds; their votes: 4 each)
+    assert len(rows) == 2 * (4 + 2 * 5 + 2 * 4)
     plots = json.loads(run(["dvc", "plots", "diff", "HEAD", "--json"], root, env).stdout)["data"]
     (bars,) = plots["report/accuracy.json"]
     assert sorted(bars["revisions"]) == sorted(["workspace", "HEAD"])  # the experiment against the baseline

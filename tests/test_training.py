@@ -72,7 +72,7 @@ def test_full_finetune_logs_loss_changes_weights_and_saves(tmp_path):
 
 
 def test_lora_trains_adapters_only_and_merged_logits_match():
-    p = params(method="lora", lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["c_attn"]}, epochs=3)
+    p = params(tuning="lora", lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["c_attn"]}, epochs=3)
     texts = [student_prompt(e["question"]) for e in examples()]
     tok = build_tiny_tokenizer(texts, 300)
     with warnings.catch_warnings(record=True) as caught:
@@ -108,7 +108,7 @@ def test_trained_student_learns_to_stop(tmp_path):
     tok = AutoTokenizer.from_pretrained(tmp_path / "m")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
     out = generate_greedy(
-        model, tok, [student_prompt("Red?"), student_prompt("Blue?")], batch_size=2, max_new_tokens=16
+        model, tok, [student_prompt("Red?"), student_prompt("Blue?")], batching=2, max_new_tokens=16
     )
     assert [o["text"] for o in out] == [" yes", " no"]
     assert not any(o["truncated"] for o in out)  # it emitted EOS
@@ -134,8 +134,8 @@ def test_batched_generation_matches_one_at_a_time():
     ]
     tok = build_tiny_tokenizer(prompts, 300)
     model = build_tiny_gpt2(p, tok, seed=1)
-    batched = generate_greedy(model, tok, prompts, batch_size=4, max_new_tokens=12)
-    single = [generate_greedy(model, tok, [q], batch_size=1, max_new_tokens=12)[0] for q in prompts]
+    batched = generate_greedy(model, tok, prompts, batching=4, max_new_tokens=12)
+    single = [generate_greedy(model, tok, [q], batching=1, max_new_tokens=12)[0] for q in prompts]
     assert batched == single
     assert all(o["generated_tokens"] <= 12 for o in batched)
 
@@ -145,10 +145,10 @@ def test_generation_stops_at_the_end_of_the_context():
     tok = build_tiny_tokenizer(["a b c d e f ###"], 300)
     model = build_tiny_gpt2(p, tok, seed=0)
     prompt_len = len(tok("a b c ###", add_special_tokens=False)["input_ids"])
-    out = generate_greedy(model, tok, ["a b c ###"], batch_size=1, max_new_tokens=100)[0]
+    out = generate_greedy(model, tok, ["a b c ###"], batching=1, max_new_tokens=100)[0]
     assert out["generated_tokens"] <= 16 - prompt_len
     with pytest.raises(ValueError, match="no room in the model's context of 16"):
-        generate_greedy(model, tok, ["a b c d e f " * 4 + "###"], batch_size=1, max_new_tokens=5)
+        generate_greedy(model, tok, ["a b c d e f " * 4 + "###"], batching=1, max_new_tokens=5)
 
 
 def test_student_from_a_local_folder_with_lora_saves_a_plain_merged_model(tmp_path):
@@ -159,11 +159,11 @@ def test_student_from_a_local_folder_with_lora_saves_a_plain_merged_model(tmp_pa
     tok.save_pretrained(tmp_path / "base")
     p = params(
         model=str(tmp_path / "base"),
-        method="lora",
+        tuning="lora",
         lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["c_attn"]},
     )
     metrics, _ = finetune(examples(), examples(2), "ft_cot", p, seed=0, output_dir=tmp_path / "out")
-    assert metrics["method"] == "lora"
+    assert metrics["tuning"] == "lora"
     assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
     saved = {f.name for f in (tmp_path / "out").iterdir()}
     assert "model.safetensors" in saved and "adapter_config.json" not in saved  # merged, not adapters
@@ -204,7 +204,7 @@ def test_lora_fine_tune_of_pretrained_smollm2_on_cpu(tmp_path, monkeypatch, smol
     ]
     p = params(
         model="smollm2-135m",
-        method="lora",
+        tuning="lora",
         lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
         epochs=1,
         batch_size=4,
@@ -397,12 +397,12 @@ def test_encoder_decoder_student_full_and_lora(tmp_path):
     tok = AutoTokenizer.from_pretrained(tmp_path / "m")
     assert is_encoder_decoder(model) and type(model).__name__ == "T5ForConditionalGeneration"
     prompts = [student_prompt("Red?", True), student_prompt("Blue?", True)]
-    out = generate_greedy(model, tok, prompts, batch_size=2, max_new_tokens=16)
+    out = generate_greedy(model, tok, prompts, batching=2, max_new_tokens=16)
     assert [o["text"] for o in out] == ["yes", "no"] and not any(o["truncated"] for o in out)
-    assert out == [generate_greedy(model, tok, [q], batch_size=1, max_new_tokens=16)[0] for q in prompts]
+    assert out == [generate_greedy(model, tok, [q], batching=1, max_new_tokens=16)[0] for q in prompts]
 
     lora = params(
-        model="tiny-t5", method="lora", lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q", "v"]}
+        model="tiny-t5", tuning="lora", lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q", "v"]}
     )
     metrics, _ = finetune(examples(), examples(2), "ft_cot", lora, seed=0, output_dir=tmp_path / "l")
     assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
@@ -593,10 +593,10 @@ def test_quantization_is_for_lora_on_a_pretrained_student():
         return parse_params({**raw, "student": {**raw["student"], **student}})
 
     with pytest.raises(ConfigError, match=r"student\.quantization: 4bit quantizes a pretrained base"):
-        with_student(model="smollm2-135m", method="full", quantization="4bit")
+        with_student(model="smollm2-135m", tuning="full", quantization="4bit")
     with pytest.raises(ConfigError, match=r"lora needs a pretrained student|quantizes a pretrained base"):
-        with_student(method="lora", quantization="4bit")
-    assert with_student(model="smollm2-135m", method="lora", quantization="4bit").student.quantization == "4bit"
+        with_student(tuning="lora", quantization="4bit")
+    assert with_student(model="smollm2-135m", tuning="lora", quantization="4bit").student.quantization == "4bit"
 
 
 def test_gradient_checkpointing_trains_the_same_model(tmp_path):
