@@ -27,7 +27,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import resource
 import statistics
 import tempfile
@@ -35,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import describe_machine
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
 from ftcot.config import StudentParams
@@ -42,7 +42,6 @@ from ftcot.data.synthetic import generate_records
 from ftcot.data.tasks import get_task
 from ftcot.io import write_json
 from ftcot.methods import FT_COT
-from ftcot.numerics import cpu_has_native_bf16
 from ftcot.student.formats import student_prompt, student_target
 from ftcot.student.models import load_student, wrap_lora
 from ftcot.student.training import build_dataset, train_student
@@ -216,14 +215,7 @@ def main() -> None:
         if isinstance(r, dict) and "speedup" in r and k != "smollm2_135m_lora_precision"
     )
     results["speedup_definition"] = "min over students of: real tokens/s of ours / of the naive Trainer baseline (fp32)"
-    results["machine"] = {
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "cpu_native_bf16": cpu_has_native_bf16(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
+    results["machine"] = describe_machine()
     write_json(out, results)
     for name, r in results.items():
         if isinstance(r, dict) and "ours" in r:

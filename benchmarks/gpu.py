@@ -268,9 +268,10 @@ def main() -> None:
     parser.add_argument("--out", default="metrics/bench_gpu.json")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on whatever device is there")
     args = parser.parse_args()
-    import torch
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    from ftcot.numerics import compute_device
+
+    device = compute_device()
     if device == "cpu" and not args.smoke:
         print("benchmarks/gpu.py: no CUDA GPU on this machine; nothing measured, nothing written")
         return
