@@ -338,11 +338,12 @@ class StudentParams(Section):
     max_length: int = Field(256, ge=16, description="Tokens per example; longer ones are cut.")
     val_accuracy: bool = Field(False, description="Decode the validation set after each epoch and log its accuracy.")
     val_max_new_tokens: int = Field(128, ge=1, description="Generation limit of that validation decoding.")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
         description="'auto': bf16 where the device computes it natively (CUDA; a CPU with AVX-512 BF16 or AMX under "
-        "FTCOT_NUMERICS=native) for pretrained students, else fp32; 'bf16': autocast to bfloat16 for training "
-        "(fp32 weights and LoRA adapters), the weights loaded in bfloat16 for evaluation and prompting.",
+        "FTCOT_NUMERICS=native) for pretrained students, fp16 on a CUDA GPU without bf16, else fp32; 'bf16': "
+        "autocast to bfloat16 for training (fp32 weights and LoRA adapters), the weights loaded in bfloat16 for "
+        "evaluation and prompting; 'fp16': the same in float16 with a loss scaler (CUDA only).",
     )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, about a third more compute."

@@ -131,14 +131,14 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_precision(precision: str, pretrained: bool) -> str:
-    """``student.precision`` as it runs here: ``fp32`` or ``bf16`` as asked; ``auto`` is bf16 where
-    the device computes it natively (a CUDA GPU with bf16; a CPU with AVX-512 BF16 or AMX under
-    ``FTCOT_NUMERICS=native``) for a pretrained student, else fp32. So the default (portable
-    numerics, the tiny students) stays fp32 and byte-identical on every CPU."""
+    """``student.precision`` as it runs here: as asked, or for ``auto``: on a CUDA GPU bf16, or fp16
+    where the GPU has no bf16 (before Ampere: V100, T4); on a CPU bf16 where it computes it natively
+    (AVX-512 BF16 or AMX, under ``FTCOT_NUMERICS=native``) for a pretrained student, else fp32. So
+    the default (portable numerics, the tiny students) stays fp32 and byte-identical on every CPU."""
     import torch
 
     if precision != "auto":
         return precision
     if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if pretrained and numerics_mode() == "native" and cpu_has_native_bf16() else "fp32"

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 REPORT = """
@@ -77,3 +79,26 @@ def test_auto_precision_is_bf16_only_where_the_hardware_does_it_and_never_for_th
     assert numerics.resolve_precision("auto", pretrained=True) == "fp32"  # emulated bf16 is slower
     assert numerics.resolve_precision("bf16", pretrained=False) == "bf16"  # asked for: as asked
     assert numerics.resolve_precision("fp32", pretrained=True) == "fp32"
+
+
+def test_auto_precision_on_a_gpu_without_bf16_is_fp16_and_fp16_is_refused_without_a_gpu(monkeypatch):
+    """A GPU before Ampere (V100, T4) has no bf16: auto gives fp16 there (a float16 student for
+    evaluation, autocast with a loss scaler for training). fp16 on a CPU is an error naming the key."""
+    import torch
+
+    from ftcot import numerics
+    from ftcot.student.models import StudentLoadError, inference_dtype, student_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert numerics.resolve_precision("auto", pretrained=True) == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert numerics.resolve_precision("auto", pretrained=True) == "bf16"
+    assert (inference_dtype("fp16"), inference_dtype("bf16"), inference_dtype("fp32")) == (
+        torch.float16,
+        torch.bfloat16,
+        None,
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(StudentLoadError, match=r"student\.precision: fp16 is for CUDA GPUs without bf16"):
+        student_precision("smollm2-135m", "fp16")

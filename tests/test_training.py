@@ -107,9 +107,7 @@ def test_trained_student_learns_to_stop(tmp_path):
     finetune(data, [], "vanilla", p, seed=0, output_dir=tmp_path / "m")
     tok = AutoTokenizer.from_pretrained(tmp_path / "m")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
-    out = generate_greedy(
-        model, tok, [student_prompt("Red?"), student_prompt("Blue?")], batching=2, max_new_tokens=16
-    )
+    out = generate_greedy(model, tok, [student_prompt("Red?"), student_prompt("Blue?")], batching=2, max_new_tokens=16)
     assert [o["text"] for o in out] == [" yes", " no"]
     assert not any(o["truncated"] for o in out)  # it emitted EOS
 

@@ -33,7 +33,7 @@ from ftcot.evaluation.generation import GenerationError, stop_at
 SERVED_NAME = "student"
 STARTUP_SECONDS_ENV = "FTCOT_VLLM_STARTUP_SECONDS"
 PROMPTS_PER_REQUEST = 256  # the server batches them itself; a request's size only bounds its body
-DTYPES = {"bf16": "bfloat16", "fp32": "float32"}
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 log = logging.getLogger("ftcot")
 
 

@@ -293,6 +293,10 @@ def student_precision(model: str, precision: str) -> str:
     """``student.precision`` of ``student.model`` as it runs on this device
     (:func:`ftcot.numerics.resolve_precision`): the students trained from scratch count as not pretrained."""
     precision = resolve_precision(precision, pretrained=model not in (TINY_GPT2, TINY_LLAMA, TINY_T5))
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise StudentLoadError(
+            "student.precision: fp16 is for CUDA GPUs without bf16, and this machine has none: use bf16, fp32 or auto"
+        )
     if precision == "bf16" and not torch.cuda.is_available() and not cpu_has_native_bf16():
         log.warning(
             "student.precision: bf16 on a CPU without AVX-512 BF16 or AMX: torch emulates it, more slowly than fp32"
@@ -303,8 +307,8 @@ def student_precision(model: str, precision: str) -> str:
 def inference_dtype(precision: str) -> torch.dtype | None:
     """The weights' type a student decodes in: bfloat16 for ``bf16`` (half the memory, and no
     per-step casting as under autocast: 1.7x the questions/s of autocast for SmolLM2 on 2 CPU
-    cores), as saved (float32) for ``fp32``."""
-    return torch.bfloat16 if precision == "bf16" else None
+    cores), float16 for ``fp16``, as saved (float32) for ``fp32``."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
 def wrap_lora(model, params: StudentParams):

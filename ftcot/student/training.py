@@ -226,7 +226,8 @@ def train_student(
     ``mean_training_loss`` for the whole run's.
     """
     steps_per_epoch = max(1, -(-len(train_ds) // (params.batch_size * params.gradient_accumulation_steps)))
-    bf16 = student_precision(params.model, params.precision) == "bf16"  # autocast (over a bf16 base for LoRA: finetune)
+    precision = student_precision(params.model, params.precision)
+    bf16 = precision == "bf16"  # autocast (over a bf16 base for LoRA: finetune)
     has_val = len(val_ds) > 0
 
     with tempfile.TemporaryDirectory(prefix="ftcot-trainer-") as scratch:
@@ -255,6 +256,7 @@ def train_student(
             seed=seed,
             data_seed=seed,
             bf16=bf16,
+            fp16=precision == "fp16",  # autocast with a loss scaler, over fp32 weights
             gradient_checkpointing=params.gradient_checkpointing,
             # Non-reentrant: works with frozen inputs (LoRA), as the reentrant variant does not.
             gradient_checkpointing_kwargs={"use_reentrant": False} if params.gradient_checkpointing else None,
