@@ -44,15 +44,16 @@ from ftcot.data.fetching import fetch_task  # noqa: E402
 from ftcot.evaluation.engines import open_generator  # noqa: E402
 from ftcot.evaluation.memory import Batching  # noqa: E402
 from ftcot.evaluation.scoring import score_predictions, summarize_predictions  # noqa: E402
-from ftcot.io import DOWNLOADS, TEACHER_ANSWERS, cache_folder, write_json, write_jsonl  # noqa: E402
+from ftcot.filtering import filter_rationales  # noqa: E402
+from ftcot.io import write_json, write_jsonl  # noqa: E402
 from ftcot.methods import FINETUNE_METHODS, FT_COT, VANILLA  # noqa: E402
+from ftcot.paths import DOWNLOADS, TEACHER_ANSWERS, cache_folder  # noqa: E402
 from ftcot.student.finetune_sets import build_finetune_sets  # noqa: E402
 from ftcot.student.formats import answer_end, student_prompt  # noqa: E402
 from ftcot.student.models import student_precision  # noqa: E402
 from ftcot.student.training import finetune  # noqa: E402
 from ftcot.teacher.backends import build_teacher  # noqa: E402
 from ftcot.teacher.cache import CompletionCache  # noqa: E402
-from ftcot.teacher.filtering import filter_rationales  # noqa: E402
 from ftcot.teacher.teaching import teach  # noqa: E402
 
 

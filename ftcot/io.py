@@ -7,7 +7,6 @@ byte-identical files, which is what DVC's content hashes rely on.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -32,24 +31,6 @@ YamlLoader.add_implicit_resolver(
 def load_yaml(text: str) -> object:
     """Parses YAML text with :class:`YamlLoader` (``yaml.YAMLError`` on bad syntax)."""
     return yaml.load(text, Loader=YamlLoader)  # a SafeLoader subclass: safe
-
-
-def default_cache_dir() -> Path:
-    """Where downloads and teacher completions persist: ``$FTCOT_CACHE_DIR`` if set, else
-    ``~/.cache/finetune-cot``. Outside the repository, so DVC never deletes it."""
-    root = os.environ.get("FTCOT_CACHE_DIR")
-    return Path(root) if root else Path.home() / ".cache" / "finetune-cot"
-
-
-# The cache folder's parts, named once: downloads, every teacher answer, converted models.
-DOWNLOADS, TEACHER_ANSWERS, CONVERTED_MODELS = "datasets", "teacher", "models"
-
-
-def cache_folder(part: str) -> Path:
-    """``default_cache_dir() / part``, ``part`` one of DOWNLOADS, TEACHER_ANSWERS, CONVERTED_MODELS."""
-    if part not in (DOWNLOADS, TEACHER_ANSWERS, CONVERTED_MODELS):
-        raise ValueError(f"no such part of the cache folder: {part!r}")
-    return default_cache_dir() / part
 
 
 class DataError(FtcotError, ValueError):

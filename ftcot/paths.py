@@ -1,4 +1,4 @@
-"""Where each stage's outputs are, said once.
+"""Where each stage's outputs are, and the cache folder outside the project, said once.
 
 dvc.yaml spells the same paths with its own variables (``${item.task}``); tests/test_paths.py holds
 the two equal. Code that reads another stage's outputs (the report, the sweep script) builds their
@@ -7,6 +7,7 @@ paths from here, never by hand.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 FETCHED = "data/fetch/{task}.jsonl"
@@ -55,3 +56,21 @@ def evaluation_run(method: str, seed: int | None = None) -> str:
 def path(template: str, root: str | Path = ".", **fields: object) -> Path:
     """``template`` filled in, under ``root`` (the project's folder)."""
     return Path(root) / template.format(**fields)
+
+
+def default_cache_dir() -> Path:
+    """Where downloads and teacher completions persist: ``$FTCOT_CACHE_DIR`` if set, else
+    ``~/.cache/finetune-cot``. Outside the repository, so DVC never deletes it."""
+    root = os.environ.get("FTCOT_CACHE_DIR")
+    return Path(root) if root else Path.home() / ".cache" / "finetune-cot"
+
+
+# The cache folder's parts, named once: downloads, every teacher answer, converted models.
+DOWNLOADS, TEACHER_ANSWERS, CONVERTED_MODELS = "datasets", "teacher", "models"
+
+
+def cache_folder(part: str) -> Path:
+    """``default_cache_dir() / part``, ``part`` one of DOWNLOADS, TEACHER_ANSWERS, CONVERTED_MODELS."""
+    if part not in (DOWNLOADS, TEACHER_ANSWERS, CONVERTED_MODELS):
+        raise ValueError(f"no such part of the cache folder: {part!r}")
+    return default_cache_dir() / part

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from ftcot import paths
 from ftcot.config import ConfigError, leaf_keys, load_params, parse_params
+from ftcot.experiments import dvc, exp_show, head_commit, jobs_arg, run_experiments, run_script
 from ftcot.io import load_yaml, read_text, write_json
-from ftcot.report.experiments import dvc, exp_show, head_commit, jobs_arg, run_experiments, run_script
 from ftcot.report.sweep import (
     SweepError,
     grid_points,

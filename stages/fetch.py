@@ -11,7 +11,8 @@ import argparse
 
 from ftcot.config import load_params
 from ftcot.data.fetching import fetch_task
-from ftcot.io import DOWNLOADS, cache_folder, write_json, write_jsonl
+from ftcot.io import write_json, write_jsonl
+from ftcot.paths import DOWNLOADS, cache_folder
 from ftcot.stage import log, run_stage
 
 

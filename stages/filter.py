@@ -8,9 +8,9 @@ non-empty one (filter.keep: all, the paper's ablation without filtering).
 import argparse
 
 from ftcot.config import load_params
+from ftcot.filtering import filter_rationales
 from ftcot.io import read_jsonl, write_json, write_jsonl
 from ftcot.stage import log, run_stage
-from ftcot.teacher.filtering import filter_rationales
 
 
 def main() -> None:

@@ -24,12 +24,13 @@ import json
 from pathlib import Path
 
 from ftcot.config import load_params
-from ftcot.io import TEACHER_ANSWERS, cache_folder, read_jsonl, write_json, write_jsonl
+from ftcot.filtering import judge_rationales
+from ftcot.io import read_jsonl, write_json, write_jsonl
+from ftcot.paths import TEACHER_ANSWERS, cache_folder
 from ftcot.stage import log, run_stage
 from ftcot.teacher.backends import BACKENDS, build_teacher, precheck
 from ftcot.teacher.budget import Budget, check_estimate, estimate_teaching
 from ftcot.teacher.cache import CompletionCache
-from ftcot.teacher.filtering import judge_rationales
 from ftcot.teacher.teaching import TeachRunStats, summarize_usage, teach
 
 

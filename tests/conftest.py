@@ -27,7 +27,7 @@ def shared_tmp(tmp_path_factory):
 def converted_models(shared_tmp) -> Path:
     """A models/ cache folder holding SmolLM2-135M converted from its GGUF once per test run, under
     a lock: every test that uses the real student would otherwise convert it in a cache of its own."""
-    from ftcot.io import CONVERTED_MODELS
+    from ftcot.paths import CONVERTED_MODELS
     from ftcot.student.smollm2 import SMOLLM2, smollm2_folder
 
     cache = shared_tmp / "converted"
@@ -40,7 +40,7 @@ def converted_models(shared_tmp) -> Path:
 @pytest.fixture
 def smollm2_cache(converted_models):
     """``link(cache_dir)``: a cache folder whose models/ is the run's converted SmolLM2."""
-    from ftcot.io import CONVERTED_MODELS
+    from ftcot.paths import CONVERTED_MODELS
 
     def link(cache_dir: Path) -> Path:
         cache_dir.mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,9 @@ import pytest
 
 from ftcot.data.synthetic import generate_records
 from ftcot.data.tasks import get_task
+from ftcot.filtering import filter_rationales
 from ftcot.student.finetune_sets import LeakageError, assert_no_leakage, build_finetune_sets
 from ftcot.teacher.cache import CompletionCache
-from ftcot.teacher.filtering import filter_rationales
 from ftcot.teacher.oracle import OracleTeacher
 from ftcot.teacher.teaching import teach
 

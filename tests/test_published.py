@@ -13,9 +13,9 @@ import yaml
 
 from ftcot.config import parse_params
 from ftcot.data.fetching import fetch_task
+from ftcot.filtering import filter_rationales, judge_rationales
 from ftcot.teacher.base import TeacherError
 from ftcot.teacher.cache import CompletionCache
-from ftcot.teacher.filtering import filter_rationales, judge_rationales
 from ftcot.teacher.published import KOJIMA_LOGS, parse_kojima_log
 from ftcot.teacher.replay import replay_teacher
 from ftcot.teacher.teaching import teach

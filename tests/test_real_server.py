@@ -14,9 +14,9 @@ import pytest
 
 from ftcot.data.synthetic import generate_records
 from ftcot.data.tasks import get_task
+from ftcot.filtering import filter_rationales
 from ftcot.student.smollm2 import smollm2_folder
 from ftcot.teacher.cache import CompletionCache
-from ftcot.teacher.filtering import filter_rationales
 from ftcot.teacher.openai_compat import OpenAITeacher
 from ftcot.teacher.teaching import summarize_usage, teach
 

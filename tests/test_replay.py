@@ -4,9 +4,9 @@ import pytest
 
 from ftcot.data.synthetic import generate_records
 from ftcot.data.tasks import get_task
+from ftcot.filtering import filter_rationales
 from ftcot.teacher.base import TeacherError
 from ftcot.teacher.cache import CompletionCache
-from ftcot.teacher.filtering import filter_rationales
 from ftcot.teacher.replay import ReplayTeacher, check_coverage
 from ftcot.teacher.teaching import teach
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ftcot import experiments
 from ftcot.config import leaf_keys, load_params
-from ftcot.report import experiments
+from ftcot.experiments import Task, jobs_arg, parse_queue_status, workers_alive
 from ftcot.report.document import render_markdown
-from ftcot.report.experiments import Task, jobs_arg, parse_queue_status, workers_alive
 from ftcot.report.sweep import (
     SweepError,
     flatten,

@@ -9,6 +9,7 @@ from pathlib import Path
 from ftcot import paths
 from ftcot.config import Params
 from ftcot.evaluation.scoring import check_predictions_file, summarize_predictions
+from ftcot.filtering import judge_rationales
 from ftcot.io import read_json, read_jsonl, write_json
 from ftcot.methods import FT_COT
 from ftcot.paths import evaluation_run, path
@@ -18,7 +19,6 @@ from ftcot.report.figures import plot_accuracy, plot_sweep, plot_training_curves
 from ftcot.report.summary import ReportError, accuracy_rows, build_summary, combine_seeds, headline
 from ftcot.report.sweep import sweep_stale_reason
 from ftcot.stage import log
-from ftcot.teacher.filtering import judge_rationales
 
 
 def _read_metrics(file: Path, why: str) -> dict:

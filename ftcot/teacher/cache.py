@@ -65,7 +65,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ftcot.io import default_cache_dir
+from ftcot.paths import default_cache_dir
 from ftcot.teacher.base import Completion, CompletionRequest, TeacherError, UnreadableResponse
 
 __all__ = ["BatchLedger", "CacheError", "Claims", "CompletionCache", "Recovery", "cache_key", "default_cache_dir"]

@@ -23,7 +23,8 @@ from pathlib import Path
 from ftcot.answers import answer_type_of
 from ftcot.data.sources import SourceFile, fetch_file, resolve_mirror, sha256_file
 from ftcot.data.splits import normalize_question
-from ftcot.io import DOWNLOADS, DataError, cache_folder, read_jsonl
+from ftcot.io import DataError, read_jsonl
+from ftcot.paths import DOWNLOADS, cache_folder
 from ftcot.teacher.backends import REPLAY
 from ftcot.teacher.base import Completion, CompletionRequest, RequestFailure, ResultCallback, TeacherError
 from ftcot.teacher.published import (
