@@ -24,7 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ftcot.evaluation.engines import VLLM, EngineUnavailable
@@ -174,27 +174,13 @@ class VllmGenerator:
         tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return {"text": text, "generated_tokens": tokens, "truncated": not stopped}
 
-    def greedy(
-        self,
-        prompts: Sequence[str],
-        max_new_tokens: int,
-        desc: str = "generate",
-        stop: Sequence[str] = (),
-        ends: Callable[[str], int | None] | None = None,
-    ) -> list[dict]:
+    # The Generator protocol's methods (ftcot.evaluation.engines: their types).
+    def greedy(self, prompts, max_new_tokens, desc="generate", stop=(), ends=None) -> list[dict]:
         log.info("%s: %d prompts to %s", desc, len(prompts), VLLM)
         choices = self._complete(prompts, max_new_tokens, stop, temperature=0.0)
         return [self._result(c[0], stop, ends) for c in choices]
 
-    def samples(
-        self,
-        prompts: Sequence[str],
-        max_new_tokens: int,
-        num_samples: int,
-        temperature: float,
-        seed: int,
-        ends: Callable[[str], int | None] | None = None,
-    ) -> list[list[dict]]:
+    def samples(self, prompts, max_new_tokens, num_samples, temperature, seed, ends=None) -> list[list[dict]]:
         log.info("sample: %d prompts x %d to %s", len(prompts), num_samples, VLLM)
         sampling = {"n": num_samples, "temperature": temperature, "top_p": 1.0, "seed": seed}
         choices = self._complete(prompts, max_new_tokens, (), extra_body={"top_k": -1}, **sampling)
