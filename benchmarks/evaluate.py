@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import multiprocessing
 import os
 import platform
 import resource
@@ -43,7 +42,7 @@ import time
 from pathlib import Path
 
 import torch
-from machine import describe_machine
+from machine import describe_machine, in_own_process
 
 from ftcot.config import StudentParams
 from ftcot.data.synthetic import generate_records
@@ -165,15 +164,10 @@ def _decode_once(path: str, setup: dict, queue) -> None:
 
 
 def compare_student_paths(setup: dict) -> dict:
-    context = multiprocessing.get_context("spawn")
     out: dict = {**setup, "student": _shown(setup["student"]), "test": _shown(setup["test"])}
     out["machine"] = describe_machine()
     for path in ("baseline", "ours"):
-        queue = context.Queue()
-        worker = context.Process(target=_decode_once, args=(path, setup, queue))
-        worker.start()
-        out[path] = queue.get()
-        worker.join()
+        out[path] = in_own_process(_decode_once, path, setup)
     out["questions"] = len(read_test_set(setup["test"]))
     out["speedup"] = round(out["ours"]["questions_per_second"] / out["baseline"]["questions_per_second"], 2)
     out["memory_ratio"] = round(out["ours"]["peak_rss_mib"] / out["baseline"]["peak_rss_mib"], 3)

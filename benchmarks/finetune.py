@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import resource
 import statistics
@@ -34,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from machine import describe_machine
+from machine import describe_machine, in_own_process
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
 from ftcot.config import StudentParams
@@ -134,16 +133,11 @@ def _train_once(params: StudentParams, data: list[dict], seed: int, queue) -> No
 
 def compare_precision(params: StudentParams, data: list[dict], rounds: int, seed: int = 0) -> dict:
     """fp32 against bf16, taking turns, each run in a fresh process (peak memory is per process)."""
-    context = multiprocessing.get_context("spawn")
     runs: dict[str, list[dict]] = {"fp32": [], "bf16": []}
     for _ in range(rounds):
         for precision in runs:
-            queue = context.Queue()
             variant = params.model_copy(update={"precision": precision})
-            worker = context.Process(target=_train_once, args=(variant, data, seed, queue))
-            worker.start()
-            runs[precision].append(queue.get())
-            worker.join()
+            runs[precision].append(in_own_process(_train_once, variant, data, seed))
     out: dict = {"model": params.model, "tuning": params.tuning, "examples": len(data), "batch_size": params.batch_size}
     for precision, results in runs.items():
         out[precision] = {

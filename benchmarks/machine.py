@@ -34,3 +34,26 @@ def describe_machine() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def in_own_process(target, *args):
+    """``target(*args, queue)`` in a fresh (spawned) process, so that its peak memory is its own;
+    returns what it put on the queue. A process that dies without an answer (an import error, the
+    kernel's OOM killer) is an error here, not a wait without end."""
+    import multiprocessing
+    import queue as queues
+
+    context = multiprocessing.get_context("spawn")
+    answers = context.Queue()
+    worker = context.Process(target=target, args=(*args, answers))
+    worker.start()
+    try:
+        while True:
+            try:
+                return answers.get(timeout=5)
+            except queues.Empty:
+                if not worker.is_alive():
+                    why = f"its process exited (code {worker.exitcode}) without a result"
+                    raise RuntimeError(f"{target.__name__}: {why}") from None
+    finally:
+        worker.join()

@@ -90,6 +90,16 @@ def test_a_server_that_fails_to_start_stops_the_stage_with_the_end_of_its_log(st
     assert not (tmp_path / "p.jsonl").exists()
 
 
+def test_a_bad_startup_wait_is_refused_before_a_server_starts(student, monkeypatch):
+    monkeypatch.setenv(VLLM_ENV, FAKE_VLLM)
+    for bad in ("soon", "0", "-5"):
+        monkeypatch.setenv("FTCOT_VLLM_STARTUP_SECONDS", bad)
+        with pytest.raises(EngineUnavailable, match=r"FTCOT_VLLM_STARTUP_SECONDS must be a number of seconds above 0"):
+            with open_generator(VLLM, str(student), "fp32", 8, what="--model"):
+                pass
+    assert not fake_vllm_alive()
+
+
 def test_vllm_serves_decoder_only_students(monkeypatch, tmp_path):
     from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 

@@ -37,6 +37,18 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 log = logging.getLogger("ftcot")
 
 
+def startup_seconds() -> float:
+    """``FTCOT_VLLM_STARTUP_SECONDS`` (default 900), read before the server is started."""
+    raw = os.environ.get(STARTUP_SECONDS_ENV, "900")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise EngineUnavailable(f"{STARTUP_SECONDS_ENV} must be a number of seconds above 0, got {raw[:20]!r}")
+    return seconds
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -122,6 +134,7 @@ class VllmGenerator:
                 f"evaluate.engine: {VLLM} serves decoder-only students, and {what} = {model!r} is an "
                 "encoder-decoder: use evaluate.engine: hf"
             )
+        wait = startup_seconds()  # a bad value stops the stage before a server starts
         port = free_port()
         base_url = f"http://127.0.0.1:{port}/v1"
         args = [*command, "serve", source, "--host", "127.0.0.1", "--port", str(port)]
@@ -131,7 +144,7 @@ class VllmGenerator:
         with open(log_path, "wb") as log_file:
             process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            wait_until_ready(process, base_url, log_path, float(os.environ.get(STARTUP_SECONDS_ENV, "900")))
+            wait_until_ready(process, base_url, log_path, wait)
             yield cls(base_url, tokenizer, getattr(config, "max_position_embeddings", None))
         finally:
             stop_server(process)
