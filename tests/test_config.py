@@ -58,6 +58,8 @@ def test_unknown_tuning_is_rejected_and_the_old_key_is_told_its_new_name():
         parse_params(minimal() | {"student": {"tuning": "qlora"}})
     with pytest.raises(ConfigError, match=r"student\.method: renamed student\.tuning \(same values\)"):
         parse_params(minimal() | {"student": {"method": "lora"}})
+    with pytest.raises(ConfigError, match=r"  split: renamed finetune_sets \(same values\)"):
+        parse_params(minimal() | {"split": {"val_fraction": 0.2}})
 
 
 def test_impossible_tiny_shape_is_rejected():

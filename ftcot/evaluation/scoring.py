@@ -11,7 +11,7 @@ from scipy.stats import binomtest
 
 from ftcot.answers import RULES_VERSION, answer_type_of, contains_answer, extract_answer, extract_flexible, is_correct
 from ftcot.errors import FtcotError
-from ftcot.io import read_jsonl
+from ftcot.io import read_jsonl, write_json, write_jsonl
 from ftcot.methods import get_method
 
 log = logging.getLogger("ftcot")
@@ -200,8 +200,6 @@ def score_and_write(
     """The end of stages evaluate and prompt: the generations scored against ``test``, the
     predictions and the metrics (``run``'s fields first: what ran, how) written, the result logged
     (after ``label``) with a warning where completions hit ``max_new_tokens``. Returns the metrics."""
-    from ftcot.io import write_json, write_jsonl
-
     predictions = score_predictions(test, generations, method, samples)
     metrics = run | summarize_predictions(predictions, [ex["id"] for ex in test])
     write_jsonl(predictions_path, predictions)
