@@ -19,6 +19,9 @@ KEPT = "data/filter/{task}.jsonl"
 FILTER_METRICS = "metrics/filter/{task}.json"
 FINETUNE_SET = "data/finetune_sets/{task}/{name}.jsonl"  # train_ft_cot, val_ft_cot, train_vanilla, val_vanilla, test
 MODEL = "models/{task}/{variant}/seed{seed}"
+# A LoRA student's adapter as peft writes it, in a subfolder of its (merged) model's folder: peft,
+# vLLM and TGI load it over the base model, and transformers loading the folder sees a plain model.
+ADAPTER_DIR = "adapter"
 FINETUNE_METRICS = "metrics/finetune/{task}/{variant}/seed{seed}.json"
 CURVES = "curves/{task}/{variant}/seed{seed}"
 PREDICTIONS = "data/evaluate/{task}/{run}.jsonl"

@@ -27,7 +27,7 @@ from ftcot.io import read_json, read_jsonl
 from ftcot.methods import FINETUNE_METHODS, FT_COT
 from ftcot.paths import evaluation_run, path
 from ftcot.provenance import teacher_label
-from ftcot.student.training import adapter_base_name
+from ftcot.student.models import adapter_base_name
 
 
 def main() -> None:

@@ -35,11 +35,14 @@ def main() -> None:
     params = load_params()
     test = read_test_set(args.test)
     evaluate = params.evaluate
-    precision = student_precision(params.student.model, params.student.precision)
+    # student.model: the precision evaluation runs in, and what a LoRA student's adapter goes over
+    # where the engine serves adapters (vllm)
+    student = params.student.model
+    precision = student_precision(student, params.student.precision)
     batching = Batching(evaluate.batch_size, evaluate.memory_fraction)
     # Decoding of a completion ends with its answer's line: what is read of it is on that line.
     ends = functools.partial(answer_end, args.variant)
-    with open_generator(evaluate.engine, args.model, precision, batching, what="--model") as generator:
+    with open_generator(evaluate.engine, args.model, precision, batching, "--model", base=student) as generator:
         prompts = [student_prompt(ex["question"], generator.encoder_decoder) for ex in test]
         generations = generator.greedy(prompts, evaluate.max_new_tokens, ends=ends)
         samples = None

@@ -94,16 +94,19 @@ GENERATORS = {
 
 
 @contextlib.contextmanager
-def open_generator(engine: str, model: str, precision: str, batching, what: str) -> Iterator[Generator]:
+def open_generator(
+    engine: str, model: str, precision: str, batching, what: str, base: str | None = None
+) -> Iterator[Generator]:
     """The student ``model`` (a folder, a built-in name or a hub id; ``what`` names where it comes
     from in errors), ready to generate on ``engine`` in ``precision``; for vLLM, a server that
-    stops when the block ends."""
+    stops when the block ends, serving a LoRA student's adapter over ``base`` (``student.model``,
+    the pretrained model it was trained over)."""
     if engine not in GENERATORS:
         raise EngineUnavailable(f"evaluate.engine: unknown engine {engine!r}; known: {', '.join(ENGINES)}")
     module, name = GENERATORS[engine]
     generator = getattr(importlib.import_module(module), name)
     if engine == VLLM:
-        with generator.start(vllm_command(), model, precision, what) as running:
+        with generator.start(vllm_command(), model, precision, what, base) as running:
             yield running
     else:
         yield generator.load(model, precision, batching, what)

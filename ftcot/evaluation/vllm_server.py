@@ -5,8 +5,12 @@ The prompts go as token ids, tokenized here exactly as the ``hf`` engine tokeniz
 engines see the same tokens (no special tokens added by the server). The server cannot stop a
 completion where its answer ends (a Python rule, :func:`ftcot.student.formats.answer_end`), so it
 stops at EOS, at the stop strings or at the length limit, and the text is cut here by the same
-rule as in the ``hf`` engine. A LoRA student is saved with its adapters merged into the base, so
-vLLM serves it as a plain model.
+rule as in the ``hf`` engine.
+
+A LoRA student is served as what it is: its adapter (the ``adapter/`` subfolder peft wrote) over the
+pretrained base it was trained on (``student.model``), with ``--enable-lora``, the way vLLM serves
+many fine-tuned adapters over one base (the merged model saved beside the adapter is what the
+``hf`` engine loads). A fully fine-tuned student is served as its folder.
 
 ``FTCOT_VLLM_STARTUP_SECONDS`` (default 900) bounds the wait for the server: loading a model and
 capturing its CUDA graphs takes minutes.
@@ -15,6 +19,7 @@ capturing its CUDA graphs takes minutes.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -29,8 +34,12 @@ from pathlib import Path
 
 from ftcot.evaluation.engines import VLLM, EngineUnavailable
 from ftcot.evaluation.generation import GenerationError, stop_at
+from ftcot.paths import ADAPTER_DIR
 
-SERVED_NAME = "student"
+SERVED_NAME = "student"  # what the requests name: the model, or the adapter over BASE_NAME
+BASE_NAME = "base"
+# vLLM sizes its LoRA buffers for one of these ranks (--max-lora-rank; its LoRAConfig's choices).
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 STARTUP_SECONDS_ENV = "FTCOT_VLLM_STARTUP_SECONDS"
 PROMPTS_PER_REQUEST = 256  # the server batches them itself; a request's size only bounds its body
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -106,6 +115,36 @@ def model_source(model: str) -> str:
     return str(smollm2_folder(model) or model)
 
 
+def lora_rank_slot(rank: int) -> int:
+    """The smallest ``--max-lora-rank`` vLLM accepts that holds an adapter of ``rank``."""
+    fitting = [slot for slot in LORA_RANKS if slot >= rank]
+    if not fitting:
+        raise EngineUnavailable(f"evaluate.engine: {VLLM} serves LoRA ranks up to {LORA_RANKS[-1]}, not {rank}")
+    return fitting[0]
+
+
+def served_model(model: str, base: str | None, what: str) -> tuple[str, list[str]]:
+    """What ``vllm serve`` loads for the student folder ``model`` and the arguments that say how it
+    serves it as ``SERVED_NAME``: a LoRA student's adapter over its pretrained ``base``
+    (``student.model``), or the folder itself."""
+    from ftcot.student.models import adapter_base_name
+
+    adapter = Path(model) / ADAPTER_DIR
+    config_path = adapter / "adapter_config.json"
+    if base is None or not config_path.is_file():
+        return model_source(model), ["--served-model-name", SERVED_NAME]
+    config = json.loads(config_path.read_text())
+    trained_over = config.get("base_model_name_or_path")
+    if trained_over != adapter_base_name(base):
+        raise EngineUnavailable(
+            f"{what} = {model!r}: its LoRA adapter was trained over {trained_over!r}, but student.model is "
+            f"{base!r}: train the student again (dvc repro) or set student.model back"
+        )
+    rank = lora_rank_slot(int(config["r"]))
+    lora = ["--enable-lora", "--lora-modules", f"{SERVED_NAME}={adapter.resolve()}", "--max-lora-rank", str(rank)]
+    return model_source(base), ["--served-model-name", BASE_NAME, *lora]
+
+
 class VllmGenerator:
     """A :class:`ftcot.evaluation.engines.Generator` over a running vLLM server."""
 
@@ -119,8 +158,11 @@ class VllmGenerator:
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, command: Sequence[str], model: str, precision: str, what: str) -> Iterator[VllmGenerator]:
-        """A server on ``model`` (``what`` names its origin in errors), up for the block's length."""
+    def start(
+        cls, command: Sequence[str], model: str, precision: str, what: str, base: str | None = None
+    ) -> Iterator[VllmGenerator]:
+        """A server on ``model`` (``what`` names its origin in errors; ``base`` is the pretrained
+        model a LoRA student was trained over), up for the block's length."""
         from transformers import AutoConfig, AutoTokenizer
 
         source = model_source(model)
@@ -135,10 +177,11 @@ class VllmGenerator:
                 "encoder-decoder: use evaluate.engine: hf"
             )
         wait = startup_seconds()  # a bad value stops the stage before a server starts
+        served, how = served_model(model, base, what)
         port = free_port()
         base_url = f"http://127.0.0.1:{port}/v1"
-        args = [*command, "serve", source, "--host", "127.0.0.1", "--port", str(port)]
-        args += ["--served-model-name", SERVED_NAME, "--dtype", DTYPES[precision], "--seed", "0"]
+        args = [*command, "serve", served, "--host", "127.0.0.1", "--port", str(port)]
+        args += [*how, "--dtype", DTYPES[precision], "--seed", "0"]
         log_path = Path(tempfile.mkstemp(prefix="ftcot-vllm-", suffix=".log")[1])
         log.info("%s: starting %s (log: %s)", VLLM, " ".join(args), log_path)
         with open(log_path, "wb") as log_file:

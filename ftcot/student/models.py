@@ -30,13 +30,15 @@ from transformers import (
 from ftcot.config import StudentParams, TinyModelParams
 from ftcot.errors import FtcotError
 from ftcot.numerics import compute_device, cpu_has_native_bf16, resolve_precision
-from ftcot.student.smollm2 import PretrainedUnavailable, smollm2_folder
+from ftcot.student.smollm2 import SMOLLM2, SMOLLM2_HUB_ID, PretrainedUnavailable, smollm2_folder
 
 log = logging.getLogger("ftcot")
 
 TINY_GPT2 = "tiny-gpt2"
 TINY_LLAMA = "tiny-llama"
 TINY_T5 = "tiny-t5"
+# Built from student.tiny and a seed: no pretrained weights exist anywhere but in the saved student.
+TINY_MODELS = (TINY_GPT2, TINY_LLAMA, TINY_T5)
 
 
 class StudentLoadError(FtcotError, RuntimeError):
@@ -292,7 +294,7 @@ def load_student(params: StudentParams, seed: int, corpus: Iterable[str] = ()):
 def student_precision(model: str, precision: str) -> str:
     """``student.precision`` of ``student.model`` as it runs on this device
     (:func:`ftcot.numerics.resolve_precision`): the students trained from scratch count as not pretrained."""
-    precision = resolve_precision(precision, pretrained=model not in (TINY_GPT2, TINY_LLAMA, TINY_T5))
+    precision = resolve_precision(precision, pretrained=model not in TINY_MODELS)
     if precision == "fp16" and not torch.cuda.is_available():
         raise StudentLoadError(
             "student.precision: fp16 is for CUDA GPUs without bf16, and this machine has none: use bf16, fp32 or auto"
@@ -328,6 +330,14 @@ def wrap_lora(model, params: StudentParams):
         fan_in_fan_out=any(isinstance(m, Conv1D) for m in model.modules()),
     )
     return get_peft_model(model, config)
+
+
+def adapter_base_name(model_name: str) -> str:
+    """What the adapter names as its base: the hub id (never a machine's path, which would also make
+    the output differ from machine to machine); a local folder by its name only."""
+    if model_name == SMOLLM2:
+        return SMOLLM2_HUB_ID
+    return Path(model_name).name if Path(model_name).is_dir() else model_name
 
 
 def count_parameters(model) -> tuple[int, int]:

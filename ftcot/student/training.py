@@ -31,9 +31,17 @@ from transformers import (
 
 from ftcot.config import StudentParams
 from ftcot.errors import FtcotError
+from ftcot.paths import ADAPTER_DIR
 from ftcot.student.checkpoints import last_complete_checkpoint
 from ftcot.student.formats import FORMAT_VERSION, student_prompt, student_target
-from ftcot.student.models import count_parameters, is_encoder_decoder, load_student, student_precision, wrap_lora
+from ftcot.student.models import (
+    adapter_base_name,
+    count_parameters,
+    is_encoder_decoder,
+    load_student,
+    student_precision,
+    wrap_lora,
+)
 
 
 class EmptyTrainingSetError(FtcotError, ValueError):
@@ -336,22 +344,6 @@ def checkpoint_key(params: StudentParams, seed: int, variant: str, train: Sequen
 
 def _round(x: float | None) -> float | None:
     return None if x is None else round(float(x), 6)
-
-
-# The LoRA adapter as peft writes it (adapter_config.json, adapter_model.safetensors), beside the
-# merged model: peft, vLLM and TGI load it over the base model. A subfolder, so that transformers
-# loading the model folder sees a plain model, not an adapter.
-ADAPTER_DIR = "adapter"
-
-
-def adapter_base_name(model_name: str) -> str:
-    """What the adapter names as its base: the hub id (never a machine's path, which would also make
-    the output differ from machine to machine); a local folder by its name only."""
-    from ftcot.student.smollm2 import SMOLLM2, SMOLLM2_HUB_ID
-
-    if model_name == SMOLLM2:
-        return SMOLLM2_HUB_ID
-    return Path(model_name).name if Path(model_name).is_dir() else model_name
 
 
 def save_adapter(model, params: StudentParams, folder: Path) -> None:
