@@ -30,7 +30,7 @@ repro: setup
 # Test files run in parallel, one worker per core (pytest-xdist); a file's tests stay together, so
 # the module fixtures of the end-to-end tests are built once.
 test: setup
-	$(PY) -m pytest -n auto --dist loadfile --durations=30
+	$(PY) -m pytest -n auto --dist loadfile --no-loadscope-reorder --durations=30
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -11,7 +11,8 @@ not a test. On a GPU it measures, in bf16:
   can be downloaded there; the throughput does not depend on the weights);
 - evaluation questions/s of the evaluate stage's two engines on the same prompts: ``hf``
   (`generate_greedy`, the weights in bf16) and, where vLLM is installed (FTCOT_VLLM), ``vllm``
-  (its OpenAI-compatible server, started and stopped as the stage does), and how often their
+  (its OpenAI-compatible server, started and stopped as the stage does, serving the trained LoRA
+  adapter over its base as the stage serves a LoRA student), and how often their
   greedy completions agree (random weights: an agreement under 100% there says how often bf16 ties break
   differently, not that one engine is wrong);
 - peak GPU memory of each part.
@@ -33,6 +34,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from ftcot.paths import ADAPTER_DIR  # noqa: E402
 
 # Dense bf16 tensor throughput (TFLOP/s) by device name, from the vendors' data sheets (without
 # sparsity); the first key found in torch.cuda.get_device_name() is used.
@@ -163,9 +166,10 @@ def measure_generation(model, tokenizer, device: str, prompts: list[str], max_ne
     }
 
 
-def measure_vllm(folder: Path, prompts: list[str], max_new_tokens: int) -> dict:
-    """The evaluate stage's ``vllm`` engine: its server started on ``folder`` (vLLM in its own
-    environment, named by FTCOT_VLLM), the same prompts, greedy."""
+def measure_vllm(folder: Path, base: Path, prompts: list[str], max_new_tokens: int) -> dict:
+    """The evaluate stage's ``vllm`` engine: its server started on the student ``folder`` (vLLM in
+    its own environment, named by FTCOT_VLLM), which serves the LoRA adapter saved in it over
+    ``base``, as the stage serves a LoRA student; the same prompts, greedy."""
     from ftcot.evaluation.engines import EngineUnavailable, vllm_command
     from ftcot.evaluation.vllm_server import VllmGenerator
 
@@ -173,7 +177,7 @@ def measure_vllm(folder: Path, prompts: list[str], max_new_tokens: int) -> dict:
         command = vllm_command()
     except EngineUnavailable as err:
         return {"skipped": str(err)}
-    with VllmGenerator.start(command, str(folder), "bf16", "the benchmark's model") as generator:
+    with VllmGenerator.start(command, str(folder), "bf16", "the benchmark's model", base=str(base)) as generator:
         generator.greedy(prompts[:4], max_new_tokens, desc="vllm warm-up")  # compilation and graphs
         start = time.perf_counter()
         out = generator.greedy(prompts, max_new_tokens, desc="vllm")
@@ -181,6 +185,7 @@ def measure_vllm(folder: Path, prompts: list[str], max_new_tokens: int) -> dict:
     return {
         "questions_per_second": round(len(prompts) / seconds, 3),
         "seconds": round(seconds, 2),
+        "lora_adapter": generator.serves_adapter,
         "texts": [o["text"] for o in out],
     }
 
@@ -225,19 +230,28 @@ def run(smoke: bool, device: str) -> dict:
     del gpt2
 
     smol = LlamaForCausalLM(LlamaConfig(**smol_shape))
+    base_weights = {k: v.clone() for k, v in smol.state_dict().items()}  # for vLLM to serve the adapter over
     lora = get_peft_model(smol, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
     lora_seq = min(seq, 512)
     adapted = measure_training(
         lora, device, batch, lora_seq, steps, True, smol_shape["num_hidden_layers"], smol_shape["hidden_size"]
     )
     report["smollm2_135m_lora"] = {**adapted, "mfu": mfu(adapted)}
-    model = lora.merge_and_unload()
 
     questions, max_new_tokens = (8, 8) if smoke else (512, 128)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "model"
+        # Saved as the finetune stage saves a LoRA student: the merged model (what hf evaluates),
+        # the adapter in its adapter/ folder naming its base, and here the base beside them.
+        folder, base = Path(tmp) / "model", Path(tmp) / "base"
+        lora.peft_config["default"].base_model_name_or_path = base.name
+        lora.save_pretrained(folder / ADAPTER_DIR)
+        model = lora.merge_and_unload()
         tokenizer = word_tokenizer(smol_shape["vocab_size"], folder)
         model.save_pretrained(folder)
+        plain = LlamaForCausalLM(LlamaConfig(**smol_shape))
+        plain.load_state_dict(base_weights)
+        plain.save_pretrained(base)
+        word_tokenizer(smol_shape["vocab_size"], base)
         rng = torch.Generator().manual_seed(1)
         prompts = [
             " ".join(f"w{int(i)}" for i in torch.randint(0, smol_shape["vocab_size"] - 3, (int(n),), generator=rng))
@@ -246,7 +260,9 @@ def run(smoke: bool, device: str) -> dict:
         ]
         hf = measure_generation(model, tokenizer, device, prompts, max_new_tokens, batch=64 if not smoke else 4)
         # vLLM needs a GPU; the smoke run goes through the engine's code with whatever FTCOT_VLLM names
-        vllm = measure_vllm(folder, prompts, max_new_tokens) if device == "cuda" or smoke else {"skipped": "no GPU"}
+        vllm = {"skipped": "no GPU"}
+        if device == "cuda" or smoke:
+            vllm = measure_vllm(folder, base, prompts, max_new_tokens)
     evaluation = {
         "questions": questions,
         "max_new_tokens": max_new_tokens,

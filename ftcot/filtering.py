@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ftcot.answers import RULES_VERSION, answer_type_of, extract_answer, is_correct
+from ftcot.io import rate
 
 
 def judge_rationales(rationales: Sequence[dict]) -> list[dict]:
@@ -15,10 +16,6 @@ def judge_rationales(rationales: Sequence[dict]) -> list[dict]:
         prediction = extract_answer(r["answer_completion"], kind, mode="teacher")
         judged.append({**r, "prediction": prediction, "correct": is_correct(prediction, r["answer"], kind)})
     return judged
-
-
-def _rate(num: int, den: int) -> float:
-    return round(num / den, 6) if den else 0.0
 
 
 def filter_rationales(rationales: Sequence[dict], keep: str = "correct") -> tuple[list[dict], dict]:
@@ -38,12 +35,12 @@ def filter_rationales(rationales: Sequence[dict], keep: str = "correct") -> tupl
         "questions": len(questions),
         "rationales": len(judged),
         "kept": len(kept),
-        "kept_rate": _rate(len(kept), len(judged)),
+        "kept_rate": rate(len(kept), len(judged)),
         "invalid": len(judged) - parsed,
-        "parse_rate": _rate(parsed, len(judged)),
+        "parse_rate": rate(parsed, len(judged)),
         "questions_covered": len({r["question_id"] for r in kept}),
-        "question_coverage": _rate(len({r["question_id"] for r in kept}), len(questions)),
+        "question_coverage": rate(len({r["question_id"] for r in kept}), len(questions)),
         # Accuracy of sample 0 on the train questions: the teacher's own accuracy.
-        "teacher_accuracy": _rate(sum(r["correct"] for r in first), len(first)),
+        "teacher_accuracy": rate(sum(r["correct"] for r in first), len(first)),
     }
     return kept, metrics

@@ -113,6 +113,11 @@ def write_json(path: str | Path, obj: object) -> None:
         f.write("\n")
 
 
+def rate(count: int, total: int) -> float:
+    """``count / total`` as the metrics files write shares: six decimals, and 0.0 of nothing."""
+    return round(count / total, 6) if total else 0.0
+
+
 def read_json(path: str | Path) -> object:
     path = Path(path)
     try:

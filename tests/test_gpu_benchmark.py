@@ -43,6 +43,7 @@ def test_its_code_paths_run_on_tiny_shapes(tmp_path):
     evaluation = report["evaluation"]
     assert evaluation["vllm"]["questions_per_second"] > 0 and evaluation["target_speedup"] == 5.0
     assert evaluation["agreement"] >= 0.98  # the stand-in decodes as transformers does
+    assert evaluation["vllm"]["lora_adapter"] is True  # served as the adapter over its base
 
 
 def test_the_peak_table_and_flops_per_token():

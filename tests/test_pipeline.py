@@ -39,7 +39,7 @@ def test_repro_builds_every_output(project):
         run = json.loads(read(root, f"metrics/teach/{task}.run.json"))
         assert run["requests_sent"] == 2 * (21 + 9) and run["cache_hits"] == 0
         for variant in ("ft_cot", "vanilla"):
-            for seed in (0, 1):
+            for seed in (0,):
                 m = json.loads(read(root, f"metrics/evaluate/{task}/{variant}/seed{seed}.json"))
                 assert m["n"] == 9 and 0.0 <= m["accuracy"] <= 1.0 and m["seed"] == seed
                 assert m["accuracy_ci_low"] <= m["accuracy"] <= m["accuracy_ci_high"]
@@ -48,20 +48,16 @@ def test_repro_builds_every_output(project):
                 assert len(read(root, f"data/evaluate/{task}/{variant}/seed{seed}.jsonl").splitlines()) == 9
                 trained = json.loads(read(root, f"metrics/finetune/{task}/{variant}/seed{seed}.json"))
                 assert trained["seed"] == seed and trained["device"].startswith("cpu, portable numerics")
-            # Two seeds, two different students.
-            weights = {read_bytes(root, f"models/{task}/{variant}/seed{s}/model.safetensors") for s in (0, 1)}
-            assert len(weights) == 2
     summary = json.loads(read(root, "metrics/summary.json"))
     assert set(summary["tasks"]) == {"coin_flip", "last_letter_concatenation"}
     row = summary["tasks"]["coin_flip"]
     assert row["random"] == 0.5 and row["teacher"]["test_accuracy"] == teach_coin_flip(root)
-    per_seed = [json.loads(read(root, f"metrics/evaluate/coin_flip/ft_cot/seed{s}.json"))["accuracy"] for s in (0, 1)]
-    assert row["ft_cot"]["accuracy"] == pytest.approx(sum(per_seed) / 2, abs=1e-6)
-    assert row["ft_cot"]["num_seeds"] == 2 and [v["accuracy"] for v in row["ft_cot"]["seeds"].values()] == per_seed
-    assert row["ft_cot"]["accuracy_sd"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2**0.5, abs=1e-6)
+    seed0 = json.loads(read(root, "metrics/evaluate/coin_flip/ft_cot/seed0.json"))["accuracy"]
+    assert row["ft_cot"]["accuracy"] == seed0 and row["ft_cot"]["num_seeds"] == 1
+    assert row["ft_cot"]["accuracy_sd"] is None  # one seed has no spread (several: tests/test_report.py)
     # What produced the run, and never a secret.
     run_info = summary["run"]
-    assert run_info["seeds"] == [0, 1] and run_info["params"]["student"] == tiny_params()["student"]
+    assert run_info["seeds"] == [0] and run_info["params"]["student"] == tiny_params()["student"]
     assert len(run_info["code"]["digest"]) == 64 and run_info["code"]["code_changed"] is False
     assert run_info["packages"]["torch"] and run_info["teacher"] == {
         "backend": "oracle",
@@ -80,7 +76,7 @@ def test_repro_builds_every_output(project):
         "vanilla_self_consistency",
     }
     report = read(root, "report/report.md")
-    assert "Seed by seed:" in report and "## What produced this report" in report
+    assert "## What produced this report" in report
     assert run_info["code"]["commit"][:12] in report
     assert "| Method | coin_flip | last_letter_concatenation |" in report
     assert "| Student: Fine-tune-CoT + self-consistency (2 samples) |" in report
@@ -93,7 +89,7 @@ def test_repro_builds_every_output(project):
         assert f"]({png})" in report
     page = read(root, "report/report.html")
     assert page.count('src="data:image/png;base64,') == 3 and "<script" not in page
-    assert "Running stage 'finetune@coin_flip-ft_cot-1'" in first.stdout
+    assert "Running stage 'finetune@coin_flip-ft_cot-0'" in first.stdout
 
 
 def read_bytes(root: Path, rel: str) -> bytes:
@@ -111,7 +107,7 @@ def test_dvc_plots_show_finds_the_declared_plots(project):
     shown = json.loads(proc.stdout)
     names = set(shown.get("data", shown))
     assert "report/accuracy.json" in names and "report/accuracy.png" in names
-    assert any(n.startswith("curves/coin_flip/ft_cot/seed1/plots/metrics") for n in names)
+    assert any(n.startswith("curves/coin_flip/ft_cot/seed0/plots/metrics") for n in names)
 
 
 def test_second_repro_runs_nothing(project):
@@ -125,19 +121,18 @@ def test_a_forced_rerun_elsewhere_on_another_cpu_with_a_cold_cache_is_byte_ident
     """The run copied to another folder and forced to run again where the libraries would pick other
     kernels (no AVX-512, MKL's AVX2 path), on one core, with an empty teacher cache: every tracked
     output, dvc.lock (every output's md5, models included) among them, is the same. One task's chain
-    to both kinds of student stands for the rest (the same stages, other data): the whole pipeline
-    on one core would take minutes."""
+    to one student stands for the rest (the same stages, other data): the whole pipeline on one
+    core would take minutes."""
     root, _, _ = project
     other = tmp_path / "other"
     shutil.copytree(root, other, symlinks=True, ignore=shutil.ignore_patterns(".teacher-cache-*"))
     simulated = SIMULATED_CPUS["avx2-1-core"]
     env = project_env(other, **simulated["env"], FTCOT_CACHE_DIR=str(other / ".teacher-cache-cold"))
-    students = ["evaluate@coin_flip-ft_cot-0", "evaluate@coin_flip-vanilla-0"]
-    forced = run([*simulated["prefix"], "dvc", "repro", "--force", *students], other, env)
+    forced = run([*simulated["prefix"], "dvc", "repro", "--force", "evaluate@coin_flip-ft_cot-0"], other, env)
     assert stages_run(forced.stdout) == {
         "check",
         *(f"{stage}@coin_flip" for stage in ("fetch", "teach", "filter", "finetune_sets")),
-        *(f"{stage}@coin_flip-{variant}-0" for stage in ("finetune", "evaluate") for variant in ("ft_cot", "vanilla")),
+        *(f"{stage}@coin_flip-ft_cot-0" for stage in ("finetune", "evaluate")),
     }
     mine, theirs = tracked_outputs(root), tracked_outputs(other)
     assert len(mine) > 40 and "models/coin_flip/ft_cot/seed0/model.safetensors" in mine
@@ -213,11 +208,11 @@ def test_code_and_replay_folder_edits_rerun_exactly_the_stages_that_use_them(pro
     assert not {s for s in replay if s.startswith(("fetch@", "finetune_sets@", "finetune@"))}
 
 
-def test_adding_a_seed_trains_only_that_seed(project):
+def test_adding_a_seed_trains_only_that_seed(project, tmp_path):
     root, env, _ = project
     original = read(root, "params.yaml")
     params = yaml.safe_load(original)
-    params["seeds"] = [0, 1, 2]
+    params["seeds"] = [0, 1]
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     try:
         changed = set(json.loads(run(["dvc", "status", "--json"], root, env).stdout))
@@ -225,12 +220,22 @@ def test_adding_a_seed_trains_only_that_seed(project):
         (root / "params.yaml").write_text(original)
     students = {s for s in changed if s.startswith(("finetune@", "evaluate@"))}
     assert students == {
-        f"{stage}@{task}-{variant}-2"
+        f"{stage}@{task}-{variant}-1"
         for stage in ("finetune", "evaluate")
         for task in ("coin_flip", "last_letter_concatenation")
         for variant in ("ft_cot", "vanilla")
     }
     assert changed - students == {"check", "report"}
+    # One of them trained, in a copy of the project: the seed reaches the stage, so a second seed
+    # is a second student, and the first one's stages stay as they were.
+    other = tmp_path / "other"
+    shutil.copytree(root, other, symlinks=True)
+    (other / "params.yaml").write_text(yaml.safe_dump(params))
+    done = run(["dvc", "repro", "evaluate@coin_flip-ft_cot-1"], other, project_env(other))
+    assert stages_run(done.stdout) == {"check", "finetune@coin_flip-ft_cot-1", "evaluate@coin_flip-ft_cot-1"}
+    student = "models/coin_flip/ft_cot/seed{}/model.safetensors"
+    assert read_bytes(other, student.format(1)) != read_bytes(root, student.format(0))
+    assert json.loads(read(other, "metrics/evaluate/coin_flip/ft_cot/seed1.json"))["seed"] == 1
 
 
 def test_student_or_evaluation_changes_never_touch_the_teacher(project):
@@ -244,13 +249,13 @@ def test_student_or_evaluation_changes_never_touch_the_teacher(project):
         changed = set(json.loads(run(["dvc", "status", "--json"], root, env).stdout))
     finally:
         (root / "params.yaml").write_text(original)
-    assert "finetune@coin_flip-ft_cot-0" in changed and "evaluate@coin_flip-vanilla-1" in changed
+    assert "finetune@coin_flip-ft_cot-0" in changed and "evaluate@coin_flip-vanilla-0" in changed
     assert not {s for s in changed if s.startswith(("fetch@", "teach@", "filter@", "finetune_sets@"))}
 
 
 def test_report_refuses_predictions_that_do_not_match_the_test_set(project):
     root, env, _ = project
-    path = root / "data/evaluate/coin_flip/vanilla/seed1.jsonl"
+    path = root / "data/evaluate/coin_flip/vanilla/seed0.jsonl"
     original = path.read_text()
     lines = original.splitlines(keepends=True)
     path.write_text("".join(lines[1:]))  # one test question lost
@@ -261,7 +266,7 @@ def test_report_refuses_predictions_that_do_not_match_the_test_set(project):
         path.write_text(original)
     assert proc.returncode == 2
     assert (
-        "data/evaluate/coin_flip/vanilla/seed1.jsonl: prediction ids do not match the test set ids: 1 missing"
+        "data/evaluate/coin_flip/vanilla/seed0.jsonl: prediction ids do not match the test set ids: 1 missing"
         in proc.stderr
     )
     assert read(root, "metrics/summary.json") == summary  # stopped before writing anything
@@ -292,12 +297,12 @@ def test_export_writes_a_model_card_and_a_loadable_rationale_dataset(project, tm
     from transformers import AutoModelForCausalLM
 
     root, env, _ = project
-    cmd = [sys.executable, "scripts/export.py", "--task", "coin_flip", "--seed", "1", "--out", str(tmp_path)]
+    cmd = [sys.executable, "scripts/export.py", "--task", "coin_flip", "--seed", "0", "--out", str(tmp_path)]
     done = run(cmd, root, env)
     assert "wrote" in done.stdout
-    model = tmp_path / "coin_flip-ft_cot-seed1"
+    model = tmp_path / "coin_flip-ft_cot-seed0"
     card = (model / "README.md").read_text()
-    accuracy = json.loads(read(root, "metrics/evaluate/coin_flip/ft_cot/seed1.json"))
+    accuracy = json.loads(read(root, "metrics/evaluate/coin_flip/ft_cot/seed0.json"))
     assert card.startswith("---\nbase_model: tiny-llama\n")
     assert f"({accuracy['correct']} of {accuracy['n']} test questions), 95% Wilson interval" in card
     assert AutoModelForCausalLM.from_pretrained(model).num_parameters() > 0

@@ -1,6 +1,9 @@
-"""End to end, continued: experiments and the prompting baselines in the real `dvc repro` on the
-tiny configuration, in a copy of the built project of their own (tests/test_pipeline.py's tests run
-beside these, in another process)."""
+"""End to end, continued: DVC's run-cache, the finetune launcher, experiments and the prompting
+baselines in the real `dvc repro` on the tiny configuration, in a copy of the built project of
+their own (tests/test_pipeline.py's tests run beside these, in another process). In this order:
+the run-cache test's diversity=2 run of coin_flip's chain is what the experiment then restores
+instead of running it again; it switches branches and restores outputs, which rewrites the
+.gitignore files DVC keeps beside outputs, and puts them back."""
 
 import json
 from pathlib import Path
@@ -8,8 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftcot.methods import FINETUNE_METHODS
-from ftcot.testing.project import run, stages_restored, stages_run
+from ftcot.testing.project import differing, run, stages_restored, stages_run, tracked_outputs
 
 pytestmark = pytest.mark.slow
 
@@ -18,17 +20,97 @@ def read(root: Path, rel: str) -> str:
     return (root / rel).read_text()
 
 
+def test_a_param_changed_and_changed_back_or_committed_on_a_branch_restores_from_the_run_cache(project):
+    """Every stage from teach to evaluate comes back from DVC's run-cache: no question asked of the
+    teacher, no student trained, the same bytes (`check` reruns: its output is git's; every other
+    stage is declared so that DVC keeps its run, see tests/test_stage_deps.py). One student's chain,
+    reproduced by target, stands for all: the declarations are the same for every stage."""
+    root, env, _ = project
+    original = read(root, "params.yaml")
+    before = tracked_outputs(root)
+    lock_text = read(root, "dvc.lock")
+    lock_before = yaml.safe_load(lock_text)["stages"]
+    # DVC rewrites the .gitignore it keeps beside outputs when it restores them, in another order
+    # (the report's folder dependencies then read as changed), and stages them (core.autostage),
+    # so that going back to the first branch with `checkout -f` deletes them. Put them back as they were.
+    gitignores = {p: p.read_bytes() for p in root.rglob(".gitignore") if p.relative_to(root).parts[0] != ".git"}
+    experiment = yaml.safe_load(original)
+    experiment["diversity"] = 2  # reruns the chain from the teacher on
+    experiment_text = yaml.safe_dump(experiment, sort_keys=False)
+    target = ["dvc", "repro", "evaluate@coin_flip-ft_cot-0"]
+    chain = {
+        "teach@coin_flip",
+        "filter@coin_flip",
+        "finetune_sets@coin_flip",
+        "finetune@coin_flip-ft_cot-0",
+        "evaluate@coin_flip-ft_cot-0",
+    }
+    home = run(["git", "rev-parse", "--abbrev-ref", "HEAD"], root, env).stdout.strip()
+    try:
+        (root / "params.yaml").write_text(experiment_text)
+        assert stages_run(run(target, root, env).stdout) == chain | {"check"}
+        after_experiment = tracked_outputs(root)
+        assert after_experiment["data/teach/coin_flip.jsonl"] != before["data/teach/coin_flip.jsonl"]
+
+        (root / "params.yaml").write_text(original)  # changed back
+        back = run(target, root, env).stdout
+        assert stages_run(back) == {"check"} and stages_restored(back) == chain
+        assert differing(before, tracked_outputs(root)) == []
+
+        # The experiment's params committed on a branch: its outputs come back the same way.
+        run(["git", "checkout", "-qb", "more-diversity"], root, env)
+        (root / "params.yaml").write_text(experiment_text)
+        run(["git", "commit", "-qm", "diversity 2", "params.yaml"], root, env)
+        branch = run(target, root, env).stdout
+        assert stages_run(branch) == {"check"} and stages_restored(branch) == chain
+        assert differing(after_experiment, tracked_outputs(root)) == []
+    finally:
+        run(["git", "checkout", "-q", "-f", home], root, env)
+        (root / "params.yaml").write_text(original)
+        run(target, root, env)
+    assert [p for p in differing(before, tracked_outputs(root)) if p != "dvc.lock"] == []
+    lock = yaml.safe_load(read(root, "dvc.lock"))["stages"]
+    assert {name for name in lock if lock[name] != lock_before.get(name)} == set()
+    (root / "dvc.lock").write_text(lock_text)  # the same entries; DVC may have written them in another order
+    for p, content in gitignores.items():
+        p.write_bytes(content)
+    status = run(["dvc", "status", "--json"], root, env).stdout
+    assert json.loads(status) == {}, status
+
+
+def test_finetune_launched_as_two_processes_through_dvc_repro(project):
+    """launch.finetune puts torchrun (DDP, gloo on a CPU) into the stage's command: dvc repro trains
+    with two processes; set back, the one-process model comes back from the run-cache."""
+    root, env, _ = project
+    original = read(root, "params.yaml")
+    before = tracked_outputs(root)
+    params = yaml.safe_load(original)
+    params["launch"]["finetune"] = "torchrun --standalone --nproc_per_node 2"
+    target = ["dvc", "repro", "finetune@coin_flip-ft_cot-0"]
+    try:
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        ran = run(target, root, env).stdout
+        assert "> torchrun --standalone --nproc_per_node 2 stages/finetune.py --task coin_flip" in ran
+        assert stages_run(ran) == {"check", "finetune@coin_flip-ft_cot-0"}
+        assert (root / "models/coin_flip/ft_cot/seed0/model.safetensors").is_file()
+    finally:
+        (root / "params.yaml").write_text(original)
+        back = run(target, root, env).stdout
+    assert stages_restored(back) == {"finetune@coin_flip-ft_cot-0"}
+    assert differing(before, tracked_outputs(root)) == []
+    status = run(["dvc", "status", "--json"], root, env).stdout
+    assert json.loads(status) == {}, status
+
+
 def test_experiment_with_more_diversity_reruns_from_teach(project):
     root, env, _ = project
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-qm", "baseline results"], root, env)
-    # One seed of the two: what an experiment reruns and how DVC compares it are the same for
-    # each, at half the students retrained.
-    exp = run(["dvc", "exp", "run", "-S", "diversity=2", "-S", "seeds=[0]"], root, env)
+    exp = run(["dvc", "exp", "run", "-S", "diversity=2"], root, env)
     # run, or restored from the run-cache where an earlier test ran the same params
     redone = stages_run(exp.stdout) | stages_restored(exp.stdout)
     assert {"teach@coin_flip", "finetune@coin_flip-ft_cot-0", "finetune@last_letter_concatenation-ft_cot-0"} <= redone
-    assert "fetch@coin_flip" not in redone and not any(stage.endswith("-1") for stage in redone)
+    assert "fetch@coin_flip" not in redone
     assert not any("vanilla" in stage for stage in redone if stage.startswith("finetune@"))  # its set is the same
     assert len(read(root, "data/teach/coin_flip.jsonl").splitlines()) == 42
     shown = json.loads(run(["dvc", "exp", "show", "--json"], root, env).stdout)
@@ -43,13 +125,9 @@ def test_experiment_with_more_diversity_reruns_from_teach(project):
     assert list(diff) == ["metrics/headline.json"]
     rows = diff["metrics/headline.json"]
     assert "coin_flip.ft_cot.accuracy" in rows and "coin_flip.teacher.kept_rate" in rows
-    # The sd over seeds is the baseline's only: one seed has none.
-    gone = {k for k, v in rows.items() if v.get("new") is None}
-    tasks = ("coin_flip", "last_letter_concatenation")
-    assert gone == {f"{t}.{m}.accuracy_sd" for t in tasks for m in FINETUNE_METHODS}
-    assert all(isinstance(v["new"], int | float) for k, v in rows.items() if k not in gone)
-    # 2 tasks x (teacher: 4 numbers; 2 methods: 4 each; their votes: 4 each), and the baseline's sds
-    assert len(rows) == 2 * (4 + 2 * 4 + 2 * 4) + len(gone)
+    assert all(isinstance(v["new"], int | float) and isinstance(v["old"], int | float) for v in rows.values())
+    # 2 tasks x (teacher: 4 numbers; 2 methods: 4 each; their votes: 4 each); one seed: no sd
+    assert len(rows) == 2 * (4 + 2 * 4 + 2 * 4) and not any(k.endswith("accuracy_sd") for k in rows)
     plots = json.loads(run(["dvc", "plots", "diff", "HEAD", "--json"], root, env).stdout)["data"]
     (bars,) = plots["report/accuracy.json"]
     assert sorted(bars["revisions"]) == sorted(["workspace", "HEAD"])  # the experiment against the baseline

@@ -64,7 +64,7 @@ def test_teach_through_a_real_model_server(smollm2_server, tmp_path, api):
     questions = [r for r in generate_records(get_task("coin_flip"), 10, 0, 0.7) if r["split"] == "train"][:1]
     teacher = OpenAITeacher(model=model, base_url=base_url, api_key_env=None, api=api, concurrency=2, timeout=120)
     cache = CompletionCache(tmp_path)
-    out, stats = teach(questions, teacher, cache, diversity=2, temperature=0.7, max_tokens=24)
+    out, stats = teach(questions, teacher, cache, diversity=2, temperature=0.7, max_tokens=8)
 
     # one question, two samples, two requests each (the rationale, then the answer)
     assert stats.requests_sent == 1 * 2 * 2 and stats.failed == 0 and len(cache) == 4
@@ -76,7 +76,7 @@ def test_teach_through_a_real_model_server(smollm2_server, tmp_path, api):
     _kept, metrics = filter_rationales(out)  # poor answers, but the path is real
     assert metrics["rationales"] == 2 and 0 <= metrics["kept"] <= 2
 
-    again, stats = teach(questions, teacher, cache, diversity=2, temperature=0.7, max_tokens=24)
+    again, stats = teach(questions, teacher, cache, diversity=2, temperature=0.7, max_tokens=8)
     assert again == out and stats.requests_sent == 0
 
 

@@ -11,7 +11,7 @@ from scipy.stats import binomtest
 
 from ftcot.answers import RULES_VERSION, answer_type_of, contains_answer, extract_answer, extract_flexible, is_correct
 from ftcot.errors import FtcotError
-from ftcot.io import read_jsonl, write_json, write_jsonl
+from ftcot.io import rate, read_jsonl, write_json, write_jsonl
 from ftcot.methods import get_method
 
 log = logging.getLogger("ftcot")
@@ -89,10 +89,6 @@ def accuracy_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[f
     return round(float(ci.low), 6), round(float(ci.high), 6)
 
 
-def _rate(count: int, n: int) -> float:
-    return round(count / n, 6)
-
-
 def summarize_predictions(predictions: Sequence[dict], test_ids: Sequence[str] | None = None) -> dict:
     """Accuracy (strict, with its 95% interval, and flexible), parse rate, contains-answer rate,
     generated length and truncations, plus the self-consistency vote when there was one."""
@@ -108,13 +104,13 @@ def summarize_predictions(predictions: Sequence[dict], test_ids: Sequence[str] |
         "rules_version": RULES_VERSION,
         "n": n,
         "correct": correct,
-        "accuracy": _rate(correct, n),
+        "accuracy": rate(correct, n),
         "accuracy_ci_low": low,
         "accuracy_ci_high": high,
-        "flexible_accuracy": _rate(sum(p["flexible_correct"] for p in predictions), n),
-        "contains_answer": _rate(sum(p["contains_answer"] for p in predictions), n),
+        "flexible_accuracy": rate(sum(p["flexible_correct"] for p in predictions), n),
+        "contains_answer": rate(sum(p["contains_answer"] for p in predictions), n),
         "invalid": n - parsed,
-        "parse_rate": _rate(parsed, n),
+        "parse_rate": rate(parsed, n),
         "truncated": sum(p["truncated"] for p in predictions),
         "mean_generated_tokens": round(sum(p["generated_tokens"] for p in predictions) / n, 3),
     }
@@ -123,10 +119,10 @@ def summarize_predictions(predictions: Sequence[dict], test_ids: Sequence[str] |
         low, high = accuracy_interval(vote_correct, n)
         summary["self_consistency"] = {
             "samples": len(predictions[0]["votes"]),
-            "accuracy": _rate(vote_correct, n),
+            "accuracy": rate(vote_correct, n),
             "accuracy_ci_low": low,
             "accuracy_ci_high": high,
-            "parse_rate": _rate(sum(p["vote"] is not None for p in predictions), n),
+            "parse_rate": rate(sum(p["vote"] is not None for p in predictions), n),
         }
     return summary
 

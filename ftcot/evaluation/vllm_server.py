@@ -150,10 +150,11 @@ class VllmGenerator:
 
     encoder_decoder = False  # vLLM serves decoder-only students here
 
-    def __init__(self, base_url: str, tokenizer, context: int | None):
+    def __init__(self, base_url: str, tokenizer, context: int | None, serves_adapter: bool = False):
         from openai import OpenAI
 
         self.base_url, self.tokenizer, self.context = base_url, tokenizer, context
+        self.serves_adapter = serves_adapter  # a LoRA adapter over its base, rather than a whole model
         self.client = OpenAI(base_url=base_url, api_key="not-needed", timeout=3600.0, max_retries=2)
 
     @classmethod
@@ -188,7 +189,7 @@ class VllmGenerator:
             process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_until_ready(process, base_url, log_path, wait)
-            yield cls(base_url, tokenizer, getattr(config, "max_position_embeddings", None))
+            yield cls(base_url, tokenizer, getattr(config, "max_position_embeddings", None), "--enable-lora" in how)
         finally:
             stop_server(process)
         log_path.unlink(missing_ok=True)  # kept where the server failed: the error names it

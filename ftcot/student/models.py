@@ -214,9 +214,10 @@ def four_bit_config():
     )
 
 
-def load_model(name: str | Path, dtype: torch.dtype | None = None, quantization: str = "none"):
-    """A causal or sequence-to-sequence LM, whichever its config says, with the device's attention
-    kernel (:func:`attention_implementation`), its base in 4 bits for ``quantization: 4bit``."""
+def _auto_model(name: str | Path, dtype: torch.dtype | None = None, quantization: str = "none"):
+    """:func:`load_pretrained`'s weights: a causal or sequence-to-sequence LM, whichever its config
+    says, with the device's attention kernel (:func:`attention_implementation`), its base in 4 bits
+    for ``quantization: 4bit``."""
     config = AutoConfig.from_pretrained(name)
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     options: dict = {"dtype": dtype}
@@ -258,7 +259,7 @@ def load_pretrained(
     source = str(local) if local else name
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = load_model(source, dtype=dtype, quantization=quantization)
+        model = _auto_model(source, dtype=dtype, quantization=quantization)
     except (OSError, ValueError) as err:
         raise StudentLoadError(
             f"{what} = {name!r} could not be loaded ({type(err).__name__}: {err}). "
