@@ -52,7 +52,7 @@ def smollm2_cache(converted_models):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, shared_tmp):
-    """The end-to-end modules' project (tests/test_pipeline.py, tests/test_pipeline_experiments.py):
+    """The end-to-end modules' project (tests/test_pipeline*.py):
     a copy of their own of the tiny project, built once per test run."""
     from ftcot.testing.project import shared_tiny_project
 
@@ -62,14 +62,15 @@ def project(tmp_path_factory, shared_tmp):
 # The longest test files first (worker-seconds on 2 cores, from `--durations`): pytest-xdist hands
 # out whole files in collection order (make test: --dist loadfile --no-loadscope-reorder), so the
 # long ones start at once and the short ones fill the gaps at the end. test_pipeline.py builds the
-# shared tiny project that test_pipeline_experiments.py copies: it comes after enough other work for
-# the other worker that it rarely waits for it.
+# shared tiny project that test_pipeline_experiments.py and test_pipeline_elsewhere.py copy: they
+# come after enough other work for the other worker that they rarely wait for it.
 LONGEST_FIRST = (
     "test_pipeline.py",
     "test_training.py",
     "test_teacher_concurrency.py",
     "test_real_server.py",
     "test_pipeline_experiments.py",
+    "test_pipeline_elsewhere.py",
     "test_evaluate_stage.py",
     "test_own_task_pipeline.py",
     "test_sweep.py",
