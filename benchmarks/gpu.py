@@ -229,29 +229,26 @@ def run(smoke: bool, device: str) -> dict:
     report["gpt2_124m_full"] = {**full, "mfu": mfu(full), "target_mfu": 0.40}
     del gpt2
 
-    smol = LlamaForCausalLM(LlamaConfig(**smol_shape))
-    base_weights = {k: v.clone() for k, v in smol.state_dict().items()}  # for vLLM to serve the adapter over
-    lora = get_peft_model(smol, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
-    lora_seq = min(seq, 512)
-    adapted = measure_training(
-        lora, device, batch, lora_seq, steps, True, smol_shape["num_hidden_layers"], smol_shape["hidden_size"]
-    )
-    report["smollm2_135m_lora"] = {**adapted, "mfu": mfu(adapted)}
-
     questions, max_new_tokens = (8, 8) if smoke else (512, 128)
     with tempfile.TemporaryDirectory() as tmp:
-        # Saved as the finetune stage saves a LoRA student: the merged model (what hf evaluates),
-        # the adapter in its adapter/ folder naming its base, and here the base beside them.
+        # Saved as the finetune stage saves a LoRA student: the merged model (what hf evaluates) and
+        # the adapter in its adapter/ folder naming its base; here the base is saved beside them.
         folder, base = Path(tmp) / "model", Path(tmp) / "base"
+        smol = LlamaForCausalLM(LlamaConfig(**smol_shape))
+        smol.save_pretrained(base)  # before training: what vLLM serves the adapter over
+        word_tokenizer(smol_shape["vocab_size"], base)
+        config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
+        lora = get_peft_model(smol, config)
+        lora_seq = min(seq, 512)
+        adapted = measure_training(
+            lora, device, batch, lora_seq, steps, True, smol_shape["num_hidden_layers"], smol_shape["hidden_size"]
+        )
+        report["smollm2_135m_lora"] = {**adapted, "mfu": mfu(adapted)}
         lora.peft_config["default"].base_model_name_or_path = base.name
         lora.save_pretrained(folder / ADAPTER_DIR)
         model = lora.merge_and_unload()
         tokenizer = word_tokenizer(smol_shape["vocab_size"], folder)
         model.save_pretrained(folder)
-        plain = LlamaForCausalLM(LlamaConfig(**smol_shape))
-        plain.load_state_dict(base_weights)
-        plain.save_pretrained(base)
-        word_tokenizer(smol_shape["vocab_size"], base)
         rng = torch.Generator().manual_seed(1)
         prompts = [
             " ".join(f"w{int(i)}" for i in torch.randint(0, smol_shape["vocab_size"] - 3, (int(n),), generator=rng))
